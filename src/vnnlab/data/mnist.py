@@ -1,0 +1,172 @@
+"""MNIST held in memory as uint8 tensors, read once by torchvision's own IDX loader."""
+
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+from torch import Tensor
+from torchvision.datasets import MNIST
+from torchvision.datasets.mnist import read_image_file, read_label_file
+
+from vnnlab.data.batches import TensorBatches
+from vnnlab.errors import BadInputError
+
+IMAGE_SIDE = 28
+N_CLASSES = 10
+FILES = {
+    True: ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    False: ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+# What torchvision's reader raises on a bad file: asserts on the magic number, ValueError on a
+# header cut short, RuntimeError when the payload does not fill the header's shape, KeyError on
+# an unknown type code, OSError when the path cannot be read.
+LOADER_ERRORS = (AssertionError, ValueError, RuntimeError, TypeError, KeyError, OSError)
+POINT_AT_FILES = "point data.root (or the env var VNNLAB_DATA_ROOT) at the folder with MNIST/raw/"
+
+
+def raw_folder(root: str | Path) -> Path:
+    """Where torchvision keeps the uncompressed IDX files: <root>/MNIST/raw."""
+    return Path(root).expanduser().absolute() / "MNIST" / "raw"
+
+
+def to_model_inputs(batch: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
+    """(B, 28, 28) uint8, (B,) int64 → (B, 784) float32 in [0, 1], (B,) int64."""
+    images, labels = batch
+    return images.flatten(start_dim=1).to(torch.float32).div_(255), labels
+
+
+def read_split(root: str | Path, train: bool, download: bool) -> tuple[Tensor, Tensor]:
+    """One official split as (N, 28, 28) uint8 images and (N,) int64 labels."""
+    folder = raw_folder(root)
+    if not download:
+        require_files(folder)
+    try:
+        dataset = MNIST(str(root), train=train, download=download)
+    except LOADER_ERRORS as error:
+        raise BadInputError(explain_failure(folder, train, error)) from error
+    check_contents(folder, train, dataset.data, dataset.targets)
+    return dataset.data, dataset.targets.long()
+
+
+def require_files(folder: Path) -> None:
+    expected = [name for names in FILES.values() for name in names]
+    missing = [name for name in expected if not (folder / name).is_file()]
+    if missing:
+        raise BadInputError(
+            f"MNIST not found: {folder} lacks {', '.join(missing)} (uncompressed IDX files); "
+            f"set data.download=true when online, or {POINT_AT_FILES}"
+        )
+
+
+def explain_failure(folder: Path, train: bool, error: Exception) -> str:
+    """One line: a failed download, or the first file torchvision's reader rejects."""
+    if not all((folder / name).is_file() for name in FILES[train]):
+        return f"could not download MNIST to {folder} ({describe(error)}); {POINT_AT_FILES}"
+    path, reason = find_unreadable(folder, train, error)
+    return (
+        f"MNIST file {path} is truncated or corrupt ({describe(reason)}); replace it with the "
+        "official file (delete it, then data.download=true when online)"
+    )
+
+
+def find_unreadable(folder: Path, train: bool, error: Exception) -> tuple[Path, Exception]:
+    images, labels = (folder / name for name in FILES[train])
+    for path, reader in ((images, read_image_file), (labels, read_label_file)):
+        try:
+            reader(str(path))
+        except LOADER_ERRORS as reader_error:
+            return path, reader_error
+    return folder, error  # both files read on their own: blame the folder
+
+
+def describe(error: Exception) -> str:
+    """`Type: last line of the message`: a failed download ends with the mirror's own error."""
+    if isinstance(error, AssertionError):
+        return "wrong magic number"  # torchvision asserts on the header without a message
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {lines[-1]}" if lines else type(error).__name__
+
+
+def check_contents(folder: Path, train: bool, images: Tensor, labels: Tensor) -> None:
+    """Shapes and label range that a well-formed header alone does not promise."""
+    image_file, label_file = (folder / name for name in FILES[train])
+    if images.shape[1:] != (IMAGE_SIDE, IMAGE_SIDE):
+        raise BadInputError(
+            f"MNIST file {image_file} holds images of {tuple(images.shape[1:])}, "
+            f"expected ({IMAGE_SIDE}, {IMAGE_SIDE})"
+        )
+    if len(images) != len(labels):
+        raise BadInputError(
+            f"MNIST files disagree: {image_file} holds {len(images)} images, "
+            f"{label_file} holds {len(labels)} labels"
+        )
+    if len(labels) and not 0 <= int(labels.min()) <= int(labels.max()) < N_CLASSES:
+        raise BadInputError(f"MNIST file {label_file} holds labels outside 0..{N_CLASSES - 1}")
+
+
+class MNISTDataModule(pl.LightningDataModule):
+    """The official 60k/10k MNIST; `n_val` training images, drawn by `seed`, form validation.
+
+    Images stay uint8 in memory (47 MB); each batch is an index slice converted on its own.
+    """
+
+    task = "classification"
+
+    def __init__(
+        self,
+        root: str = "data",
+        download: bool = False,
+        n_val: int = 5000,
+        batch_size: int = 128,
+        seed: int = 0,
+    ):
+        super().__init__()
+        self.root = root
+        self.download = download
+        self.n_val = n_val
+        self.batch_size = batch_size
+        self.seed = seed
+        self.split_indices: dict[str, Tensor] = {}
+        self.splits: dict[str, tuple[Tensor, Tensor]] = {}
+
+    def dims(self) -> dict[str, int]:
+        # n_train counts the images actually read (60000 - n_val for the official files).
+        self.setup()
+        n_train = len(self.splits["train"][0])
+        return {"in_features": IMAGE_SIDE**2, "out_features": N_CLASSES, "n_train": n_train}
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.splits:
+            return
+        images, labels = read_split(self.root, train=True, download=self.download)
+        self.split_indices = self._split_indices(len(images))
+        for split, index in self.split_indices.items():
+            self.splits[split] = (images[index], labels[index])
+        self.splits["test"] = read_split(self.root, train=False, download=self.download)
+
+    def _split_indices(self, n_images: int) -> dict[str, Tensor]:
+        """Sorted indices into the training files: a seeded draw of n_val for validation."""
+        if not 0 < self.n_val < n_images:
+            raise BadInputError(
+                f"data.n_val={self.n_val} is out of range: need 0 < data.n_val < {n_images} "
+                f"(the training images in {raw_folder(self.root)})"
+            )
+        order = torch.randperm(n_images, generator=torch.Generator().manual_seed(self.seed))
+        return {
+            "train": order[self.n_val :].sort().values,
+            "val": order[: self.n_val].sort().values,
+        }
+
+    def _batches(self, split: str, shuffle: bool = False) -> TensorBatches:
+        return TensorBatches(
+            self.splits[split], self.batch_size, shuffle, self.seed, transform=to_model_inputs
+        )
+
+    def train_dataloader(self) -> TensorBatches:
+        return self._batches("train", shuffle=True)
+
+    def val_dataloader(self) -> TensorBatches:
+        return self._batches("val")
+
+    def test_dataloader(self) -> TensorBatches:
+        return self._batches("test")

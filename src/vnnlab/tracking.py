@@ -1,0 +1,133 @@
+"""MLflow bookkeeping for one run: where it goes, what it records, and how it ends.
+
+The run is driven through `MlflowClient` with explicit ids (no fluent `mlflow.start_run`
+global), so runs in one process (a Hydra sweep) cannot leak into each other, and the
+experiment id is passed explicitly (set_experiment races put runs in "Default").
+"""
+
+import os
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from matplotlib.figure import Figure
+from mlflow.entities import Metric, Param, RunStatus
+from mlflow.tracking import MlflowClient
+from pytorch_lightning.loggers import MLFlowLogger
+
+LOG_BATCH_LIMIT = 100  # MLflow accepts at most 100 params per log_batch call
+
+
+def resolve_tracking_uri(configured: str | None, launch_dir: Path) -> str:
+    """`tracking.uri`, else $MLFLOW_TRACKING_URI, else sqlite:///<launch dir>/mlflow.db."""
+    if configured:
+        return configured
+    return (
+        os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{launch_dir.resolve() / 'mlflow.db'}"
+    )
+
+
+def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """{"model": {"lr": 0.1}} → {"model.lr": "0.1"}: MLflow params as dotted keys."""
+    flat: dict[str, str] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = str(value)
+    return flat
+
+
+def git_commit(path: Path) -> str | None:
+    """The commit of the checkout holding `path`, or None outside git."""
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(path), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def experiment_id(client: MlflowClient, name: str) -> str:
+    experiment = client.get_experiment_by_name(name)
+    return experiment.experiment_id if experiment else client.create_experiment(name)
+
+
+class _RunLogger(MLFlowLogger):
+    """Lightning's MLflow logger on an existing run. Lightning would mark the run FINISHED at
+    the end of `fit`, before `test`; the run's status belongs to `tracked_run` instead."""
+
+    def finalize(self, status: str = "success") -> None:
+        pass
+
+
+def _raise_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+class TrackedRun:
+    """An open MLflow run: what train() records into it."""
+
+    def __init__(self, client: MlflowClient, run_id: str, tracking_uri: str):
+        self.client = client
+        self.run_id = run_id
+        self.tracking_uri = tracking_uri
+
+    @property
+    def experiment_id(self) -> str:
+        return self.client.get_run(self.run_id).info.experiment_id
+
+    def lightning_logger(self) -> MLFlowLogger:
+        return _RunLogger(tracking_uri=self.tracking_uri, run_id=self.run_id)
+
+    def log_params(self, params: Mapping[str, str]) -> None:
+        items = [Param(key, value) for key, value in params.items()]
+        for start in range(0, len(items), LOG_BATCH_LIMIT):
+            self.client.log_batch(self.run_id, params=items[start : start + LOG_BATCH_LIMIT])
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int = 0) -> None:
+        timestamp = int(time.time() * 1000)
+        batch = [Metric(key, float(value), timestamp, step) for key, value in metrics.items()]
+        self.client.log_batch(self.run_id, metrics=batch)
+
+    def log_text(self, text: str, artifact_file: str) -> None:
+        self.client.log_text(self.run_id, text, artifact_file)
+
+    def log_figure(self, figure: Figure, artifact_file: str) -> None:
+        self.client.log_figure(self.run_id, figure, artifact_file)
+
+    def log_file(self, path: Path, artifact_dir: str) -> None:
+        self.client.log_artifact(self.run_id, str(path), artifact_dir)
+
+
+@contextmanager
+def tracked_run(
+    tracking_uri: str, experiment: str, run_name: str, tags: Mapping[str, str]
+) -> Iterator[TrackedRun]:
+    """Create a run and always end it: FINISHED, KILLED (Ctrl-C, SIGTERM) or FAILED.
+
+    SIGTERM (from `kill`, SLURM, a sweep launcher) is turned into KeyboardInterrupt for the
+    duration of the run so that it ends KILLED instead of being left RUNNING.
+    """
+    client = MlflowClient(tracking_uri)
+    run = client.create_run(experiment_id(client, experiment), run_name=run_name, tags=dict(tags))
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt) if in_main_thread else None
+    status = RunStatus.FAILED
+    try:
+        yield TrackedRun(client, run.info.run_id, tracking_uri)
+        status = RunStatus.FINISHED
+    except (KeyboardInterrupt, SystemExit):  # Lightning turns Ctrl-C into sys.exit(1)
+        status = RunStatus.KILLED
+        raise
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous)
+        client.set_terminated(run.info.run_id, RunStatus.to_string(status))

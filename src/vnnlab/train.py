@@ -1,0 +1,138 @@
+"""`vnnlab-train`: config → validate → instantiate → fit → test → log.
+
+`train(cfg)` is a plain function (tests and notebooks call it with a composed config);
+`main()` is the Hydra command line around it. This is the only module that instantiates.
+"""
+
+import inspect
+import sys
+import tempfile
+from pathlib import Path
+
+import hydra
+import pytorch_lightning as pl
+from hydra.core.hydra_config import HydraConfig
+from hydra.errors import InstantiationException
+from hydra.utils import get_class, get_original_cwd, instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from vnnlab import tracking
+from vnnlab.errors import BadInputError
+from vnnlab.validate import validate
+
+CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "conf")
+
+
+def train(cfg: DictConfig) -> tracking.TrackedRun:
+    """Train and test one model on one data set, recorded as one MLflow run.
+
+    Raises BadInputError before any run exists when the config or the data is unusable.
+    """
+    validate(cfg)
+    datamodule = _instantiate("data", cfg.data)
+    datamodule.setup("fit")
+    model_class = get_class(cfg.model._target_)
+    if model_class.task != datamodule.task:
+        raise BadInputError(
+            f"model={model_class.__name__} is a {model_class.task} model but data="
+            f"{type(datamodule).__name__} is {datamodule.task} data: pick a matching pair"
+        )
+    pl.seed_everything(cfg.seed, verbose=False)
+    model = _instantiate("model", cfg.model, **_data_dims(model_class, datamodule))
+
+    run_name, tags = _describe(cfg, model_class, datamodule)
+    uri = tracking.resolve_tracking_uri(cfg.tracking.uri, _launch_dir())
+    with tracking.tracked_run(uri, cfg.tracking.experiment, run_name, tags) as run:
+        run.log_params(tracking.flatten(OmegaConf.to_container(cfg, resolve=True)))
+        run.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
+        trainer = pl.Trainer(**cfg.trainer, logger=run.lightning_logger())
+        trainer.fit(model, datamodule=datamodule)
+        trainer.test(model, datamodule=datamodule, verbose=False)
+        if hasattr(datamodule, "noise_floor"):
+            run.log_metrics({"test/noise_floor": datamodule.noise_floor}, step=trainer.global_step)
+        for name, figure in model.figures(datamodule).items():
+            run.log_figure(figure, f"figures/{name}")
+        with tempfile.TemporaryDirectory(prefix="vnnlab-") as scratch:
+            checkpoint = Path(scratch) / "final.ckpt"
+            trainer.save_checkpoint(checkpoint, weights_only=False)  # resumable: optimiser too
+            run.log_file(checkpoint, "checkpoints")
+    return run
+
+
+def _instantiate(group: str, node: DictConfig, **extra):
+    """hydra.utils.instantiate, with a wrong key or value reported as bad input.
+
+    `_convert_="all"` hands plain lists and dicts to constructors: OmegaConf containers in
+    saved hyper-parameters would not load under torch.load(weights_only=True)."""
+    try:
+        return instantiate(node, _convert_="all", **extra)
+    except InstantiationException as error:
+        cause = error.__cause__
+        if isinstance(cause, BadInputError):
+            raise cause from None
+        if isinstance(cause, TypeError):  # e.g. an unexpected keyword argument
+            raise BadInputError(f"{group}: {cause}") from None
+        raise
+
+
+def _data_dims(model_class: type, datamodule: pl.LightningDataModule) -> dict[str, int]:
+    """The sizes the data decides (in_features, out_features, n_train) that the model takes."""
+    accepted = inspect.signature(model_class).parameters
+    return {key: value for key, value in datamodule.dims().items() if key in accepted}
+
+
+def _launch_dir() -> Path:
+    return Path(get_original_cwd()) if HydraConfig.initialized() else Path.cwd()
+
+
+def _describe(cfg: DictConfig, model_class: type, datamodule) -> tuple[str, dict[str, str]]:
+    """Run name "<model>-<data> <overrides>" and tags: git commit and Hydra overrides."""
+    if HydraConfig.initialized():
+        hydra_cfg = HydraConfig.get()
+        model_name, data_name = (
+            hydra_cfg.runtime.choices["model"],
+            hydra_cfg.runtime.choices["data"],
+        )
+        overrides = [o for o in hydra_cfg.overrides.task if not o.startswith(("model=", "data="))]
+    else:
+        model_name, data_name, overrides = model_class.__name__, type(datamodule).__name__, []
+    tags = {"vnnlab.model": model_name, "vnnlab.data": data_name}
+    tags["hydra.overrides"] = " ".join(overrides)
+    commit = tracking.git_commit(Path(__file__).parent)
+    if commit:
+        tags["mlflow.source.git.commit"] = commit
+    return " ".join([f"{model_name}-{data_name}", *overrides]), tags
+
+
+_task_started = False
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
+def _hydra_main(cfg: DictConfig) -> None:
+    global _task_started
+    _task_started = True
+    try:
+        run = train(cfg)
+    except BadInputError as error:
+        print(f"vnnlab: {error}", file=sys.stderr)
+        sys.exit(2)
+    print(
+        f"\nvnnlab: run {run.run_id} FINISHED\n"
+        f"  open it:  mlflow ui --backend-store-uri {run.tracking_uri}\n"
+        f"  then:     http://127.0.0.1:5000/#/experiments/{run.experiment_id}/runs/{run.run_id}"
+    )
+
+
+def main() -> None:
+    """Console entry point. Hydra exits 1 when the overrides themselves cannot be composed
+    (an unknown key, a missing config group option); that is bad input, so exit 2."""
+    try:
+        _hydra_main()
+    except SystemExit as exit_:
+        if exit_.code == 1 and not _task_started:
+            sys.exit(2)
+        raise
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,60 @@
+"""Shared fixtures: a real `vnnlab-train` subprocess in a temporary launch directory."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+# Small and quick: a few hundred points, two epochs, no progress bar.
+FAST = [
+    "trainer.max_epochs=2",
+    "trainer.enable_progress_bar=false",
+    "trainer.enable_model_summary=false",
+    "data.n_train=200",
+    "data.n_val=50",
+    "data.n_test=100",
+]
+
+
+class CLI:
+    """Runs `python -m vnnlab.train` in `workdir`, so the default store is workdir/mlflow.db."""
+
+    def __init__(self, workdir: Path):
+        self.workdir = workdir
+        self.env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+        self.env["OMP_NUM_THREADS"] = "1"  # two test processes must not fight over 2 cores
+
+    def command(self, *overrides: str) -> list[str]:
+        return [sys.executable, "-m", "vnnlab.train", *overrides]
+
+    def run(self, *overrides: str, timeout: float = 240) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            self.command(*overrides), cwd=self.workdir, env=self.env,
+            capture_output=True, text=True, timeout=timeout,
+        )  # fmt: skip
+
+    def popen(self, *overrides: str) -> subprocess.Popen:
+        return subprocess.Popen(
+            self.command(*overrides), cwd=self.workdir, env=self.env,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+
+    @property
+    def store(self) -> Path:
+        return self.workdir / "mlflow.db"
+
+    def client(self) -> MlflowClient:
+        return MlflowClient(f"sqlite:///{self.store}")
+
+    def runs(self):
+        client = self.client()
+        experiments = [e.experiment_id for e in client.search_experiments()]
+        return client.search_runs(experiments)
+
+
+@pytest.fixture
+def cli(tmp_path: Path) -> CLI:
+    return CLI(tmp_path)

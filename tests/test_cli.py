@@ -1,0 +1,103 @@
+"""The real command line in a subprocess, into a temporary SQLite MLflow store."""
+
+import signal
+import time
+
+import pytest
+import torch
+
+from conftest import FAST
+from vnnlab.models.bnn import BNNRegressor
+
+BNN_METRICS = {
+    "train/loss", "val/loss", "train/elbo", "train/kl", "train/nll",
+    "test/mse", "test/rmse", "test/noise_floor", "test/nll", "test/coverage95",
+}  # fmt: skip
+
+
+def test_main_job_records_a_complete_run(cli):
+    result = cli.run(*FAST, "model.sigma2=0.02", "model.mc_samples=3")
+    assert result.returncode == 0, result.stderr[-3000:]
+    [run] = cli.runs()
+    assert run.info.run_id in result.stdout
+    assert f"mlflow ui --backend-store-uri sqlite:///{cli.store}" in result.stdout
+    assert run.info.status == "FINISHED"
+
+    params = run.data.params
+    assert params["model.sigma2"] == "0.02"
+    assert params["model.mc_samples"] == "3"
+    assert params["data.function"] == "sine"
+    assert params["trainer.max_epochs"] == "2"
+    assert run.data.tags["hydra.overrides"].split() == [
+        *FAST,
+        "model.sigma2=0.02",
+        "model.mc_samples=3",
+    ]
+    assert run.info.run_name.startswith("bnn_regressor-synthetic ")
+
+    metrics = run.data.metrics
+    assert BNN_METRICS <= set(metrics)
+    assert metrics["test/noise_floor"] == pytest.approx(0.01)
+    assert metrics["test/rmse"] == pytest.approx(metrics["test/mse"] ** 0.5, rel=1e-5)
+    assert 0.0 <= metrics["test/coverage95"] <= 1.0
+    assert metrics["train/loss"] == pytest.approx(-metrics["train/elbo"])
+    history = cli.client().get_metric_history(run.info.run_id, "train/loss")
+    assert len(history) == 2  # one value per epoch
+
+    client = cli.client()
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"config.yaml", "figures", "checkpoints"} <= artifacts
+    assert [a.path for a in client.list_artifacts(run.info.run_id, "figures")] == [
+        "figures/fit.png"
+    ]
+    checkpoint = client.download_artifacts(
+        run.info.run_id, "checkpoints/final.ckpt", str(cli.workdir)
+    )
+    state = torch.load(checkpoint, weights_only=True)  # plain hyper-parameters only
+    assert state["hyper_parameters"]["sigma2"] == 0.02
+    model = BNNRegressor.load_from_checkpoint(checkpoint, weights_only=True)
+    assert model.mc_samples == 3
+    config = client.download_artifacts(run.info.run_id, "config.yaml", str(cli.workdir))
+    assert "sigma2: 0.02" in open(config).read()
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        (["model.sigma2=-1"], "model.sigma2=-1 is not allowed: expected a number > 0"),
+        (["+model.no_such_key=1"], "unexpected keyword argument 'no_such_key'"),
+        (["model=mlp_classifier"], "is a classification model but data="),
+        (["data=mnist", "data.root=nowhere"], "MNIST not found"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2_and_no_run(cli, overrides, expected):
+    result = cli.run(*FAST, *overrides)
+    assert result.returncode == 2, result.stderr[-2000:]
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and expected in lines[0], result.stderr
+    assert not cli.store.exists() or cli.runs() == []
+
+
+def test_an_override_hydra_cannot_compose_exits_2(cli):
+    result = cli.run("model.no_such_key=1")  # no "+": Hydra refuses before vnnlab starts
+    assert result.returncode == 2
+    assert "no_such_key" in result.stderr
+
+
+def test_sigterm_ends_the_run_killed(cli):
+    cli.client().search_experiments()  # create the store first: a concurrent migration races
+    process = cli.popen("trainer.max_epochs=10000", "trainer.enable_progress_bar=false")
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:  # wait until training has started and logged an epoch
+        runs = cli.runs()
+        if runs and "train/loss" in runs[0].data.metrics:
+            break
+        time.sleep(0.5)
+    else:
+        process.kill()
+        pytest.fail(f"training never logged an epoch: {process.communicate()[1][-2000:]}")
+    process.send_signal(signal.SIGTERM)
+    process.wait(timeout=60)
+    assert process.returncode != 0
+    [run] = cli.runs()
+    assert run.info.status == "KILLED"
