@@ -8,15 +8,13 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-# Small and quick: a few hundred points, two epochs, no progress bar.
-FAST = [
+# Small and quick: two epochs, no progress bar; a few hundred synthetic points.
+QUICK = [
     "trainer.max_epochs=2",
     "trainer.enable_progress_bar=false",
     "trainer.enable_model_summary=false",
-    "data.n_train=200",
-    "data.n_val=50",
-    "data.n_test=100",
 ]
+FAST = [*QUICK, "data.n_train=200", "data.n_val=50", "data.n_test=100"]
 
 
 class CLI:

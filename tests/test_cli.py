@@ -6,7 +6,7 @@ import time
 import pytest
 import torch
 
-from conftest import FAST
+from conftest import FAST, QUICK
 from vnnlab.models.bnn import BNNRegressor
 
 BNN_METRICS = {
@@ -71,7 +71,7 @@ def test_main_job_records_a_complete_run(cli):
     ],
 )
 def test_bad_input_is_one_line_exit_2_and_no_run(cli, overrides, expected):
-    result = cli.run(*FAST, *overrides)
+    result = cli.run(*QUICK, *overrides)
     assert result.returncode == 2, result.stderr[-2000:]
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and expected in lines[0], result.stderr

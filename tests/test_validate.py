@@ -48,6 +48,12 @@ def test_out_of_range_values_are_named(override, message):
     assert "\\n" not in str(caught.value)
 
 
+def test_nesterov_needs_sgd_with_momentum():
+    with pytest.raises(BadInputError, match="model.nesterov"):
+        validate(composed("model.nesterov=true", "model.optimizer=sgd"))
+    validate(composed("model.nesterov=true", "model.optimizer=sgd", "model.momentum=0.9"))
+
+
 def test_monte_carlo_kl_needs_sampled_weights():
     with pytest.raises(BadInputError, match="model.kl"):
         validate(composed("model.kl=monte_carlo", "model.estimator=local_reparam"))

@@ -21,12 +21,12 @@ def regression_fit(
     """Training points, true f, predictive mean and, when given, the mean ± 2 sd band (1-D x)."""
     figure = Figure(figsize=(7, 4))
     ax = figure.subplots()
-    x, m = grid[:, 0], mean[:, 0]
+    x, m = grid[:, 0].numpy(), mean[:, 0].numpy()
     ax.scatter(x_train[:, 0], y_train[:, 0], s=4, alpha=0.3, color="grey", label="training data")
-    ax.plot(x, f_true[:, 0], color="black", linestyle="--", label="true f")
+    ax.plot(x, f_true[:, 0].numpy(), color="black", linestyle="--", label="true f")
     ax.plot(x, m, color="tab:blue", label="predictive mean")
     if sd is not None:
-        band = 2 * sd[:, 0]
+        band = 2 * sd[:, 0].numpy()
         ax.fill_between(x, m - band, m + band, color="tab:blue", alpha=0.25, label="± 2 sd")
     if gap is not None:
         ax.axvspan(*gap, color="tab:orange", alpha=0.1, label="gap (no training data)")
@@ -44,7 +44,8 @@ def reliability_diagram(probs: Tensor, labels: Tensor, n_bins: int) -> Figure:
     bins = torch.clamp((confidence * n_bins).long(), max=n_bins - 1)
     counts = torch.bincount(bins, minlength=n_bins).float()
     accuracy = torch.bincount(bins, weights=correct, minlength=n_bins) / counts.clamp_min(1)
-    centres = (torch.arange(n_bins) + 0.5) / n_bins
+    centres = ((torch.arange(n_bins) + 0.5) / n_bins).numpy()
+    counts, accuracy = counts.numpy(), accuracy.numpy()
 
     figure = Figure(figsize=(5, 6))
     ax, ax_counts = figure.subplots(2, 1, sharex=True, height_ratios=[3, 1])

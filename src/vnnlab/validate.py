@@ -90,6 +90,8 @@ def _check_combinations(cfg: DictConfig) -> None:
     if model.get("kl") == "monte_carlo" and model.get("estimator") == "local_reparam":
         raise fail("model.kl", "monte_carlo", "closed_form with model.estimator=local_reparam "
                    "(the Monte Carlo KL needs sampled weights)")  # fmt: skip
+    if model.get("nesterov") and not (model.get("optimizer") == "sgd" and model.get("momentum")):
+        raise fail("model.nesterov", True, "false unless optimizer=sgd and momentum > 0")
     if data.get("x_low") is not None and not data.x_low < data.x_high:
         raise fail("data.x_high", data.x_high, f"a number > data.x_low={data.x_low}")
     if data.get("gap") is not None:

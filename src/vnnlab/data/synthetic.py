@@ -36,7 +36,7 @@ class SyntheticRegressionDataModule(pl.LightningDataModule):
         n_val: int = 200,
         n_test: int = 1000,
         gap: Sequence[float] | None = None,
-        batch_size: int = 100,
+        batch_size: int = 50,
         seed: int = 0,
     ):
         super().__init__()

@@ -29,7 +29,7 @@ class VNNModule(pl.LightningModule):
         optimizer: str = "adam",
         momentum: float = 0.0,
         nesterov: bool = False,
-        lr_schedule: str = "none",
+        lr_schedule: str = "cosine",
         lr_gamma: float = 0.95,
     ):
         super().__init__()

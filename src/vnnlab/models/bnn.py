@@ -68,9 +68,10 @@ class BNNRegressor(BayesByBackprop, RegressionModule):
         mc_samples: int = 1,
         kl: str = "closed_form",
         predict_samples: int = 100,
+        lr: float = 3e-3,
         **optim,
     ):
-        super().__init__(**optim)
+        super().__init__(lr=lr, **optim)
         self.save_hyperparameters(logger=False)
         self.sigma2 = sigma2
         self._build_network(

@@ -52,8 +52,8 @@ class BayesLinear(nn.Module):
             torch.empty(out_features, in_features).uniform_(-bound, bound)
         )
         self.bias_mu = nn.Parameter(torch.empty(out_features).uniform_(-bound, bound))
-        self.weight_rho = nn.Parameter(torch.full((out_features, in_features), rho_init))
-        self.bias_rho = nn.Parameter(torch.full((out_features,), rho_init))
+        self.weight_rho = nn.Parameter(torch.full((out_features, in_features), float(rho_init)))
+        self.bias_rho = nn.Parameter(torch.full((out_features,), float(rho_init)))
         self._last_sample: tuple[Tensor, Tensor] | None = None
 
     def forward(self, x: Tensor, n_samples: int) -> Tensor:

@@ -19,9 +19,10 @@ class MLPRegressor(RegressionModule):
         out_features: int,
         hidden: Sequence[int] = (50, 50),
         activation: str = "tanh",
+        lr: float = 3e-3,
         **optim,
     ):
-        super().__init__(**optim)
+        super().__init__(lr=lr, **optim)
         self.save_hyperparameters(logger=False)
         self.net = make_mlp(in_features, hidden, out_features, activation)
 
