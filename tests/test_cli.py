@@ -38,6 +38,7 @@ def test_main_job_records_a_complete_run(cli):
     metrics = run.data.metrics
     assert BNN_METRICS <= set(metrics)
     assert metrics["test/noise_floor"] == pytest.approx(0.01)
+    assert 0.005 < metrics["test/oracle_mse"] < 0.02  # the noise of 100 test points
     assert metrics["test/rmse"] == pytest.approx(metrics["test/mse"] ** 0.5, rel=1e-5)
     assert 0.0 <= metrics["test/coverage95"] <= 1.0
     assert metrics["train/loss"] == pytest.approx(-metrics["train/elbo"])

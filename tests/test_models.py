@@ -54,6 +54,7 @@ def test_every_model_trains_tests_logs_and_reloads(case, tmp_path):
     client = MlflowClient(uri)
     recorded = client.get_run(run.run_id)
     assert recorded.info.status == "FINISHED"
+    assert recorded.info.artifact_uri.startswith(tmp_path.as_uri())  # beside the store, not in cwd
     assert metrics <= set(recorded.data.metrics), set(recorded.data.metrics)
     assert all(torch.isfinite(torch.tensor(v)) for v in recorded.data.metrics.values())
     logged = {a.path.split("/")[-1] for a in client.list_artifacts(run.run_id, "figures")}

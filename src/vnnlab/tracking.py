@@ -55,9 +55,20 @@ def git_commit(path: Path) -> str | None:
     return out.stdout.strip() if out.returncode == 0 else None
 
 
+def artifact_root(tracking_uri: str) -> str | None:
+    """For a SQLite store: <folder of the .db>/mlruns, so artifacts live beside their store
+    (MLflow's default is ./mlruns in whatever directory created the experiment)."""
+    prefix = "sqlite:///"
+    if not tracking_uri.startswith(prefix) or ":memory:" in tracking_uri:
+        return None
+    return (Path(tracking_uri[len(prefix) :]).parent / "mlruns").resolve().as_uri()
+
+
 def experiment_id(client: MlflowClient, name: str) -> str:
     experiment = client.get_experiment_by_name(name)
-    return experiment.experiment_id if experiment else client.create_experiment(name)
+    if experiment:
+        return experiment.experiment_id
+    return client.create_experiment(name, artifact_location=artifact_root(client.tracking_uri))
 
 
 class _RunLogger(MLFlowLogger):

@@ -29,6 +29,21 @@ def train(cfg: DictConfig) -> tracking.TrackedRun:
     Raises BadInputError before any run exists when the config or the data is unusable.
     """
     validate(cfg)
+    datamodule, model = _build(cfg)
+    run_name, tags = _describe(cfg, type(model), datamodule)
+    uri = tracking.resolve_tracking_uri(cfg.tracking.uri, _launch_dir())
+    with tracking.tracked_run(uri, cfg.tracking.experiment, run_name, tags) as run:
+        run.log_params(tracking.flatten(OmegaConf.to_container(cfg, resolve=True)))
+        run.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
+        trainer = pl.Trainer(**cfg.trainer, logger=run.lightning_logger())
+        trainer.fit(model, datamodule=datamodule)
+        trainer.test(model, datamodule=datamodule, verbose=False)
+        _log_results(run, trainer, model, datamodule)
+    return run
+
+
+def _build(cfg: DictConfig) -> tuple[pl.LightningDataModule, pl.LightningModule]:
+    """The data module (loaded, so its sizes are known) and the model sized to fit it."""
     datamodule = _instantiate("data", cfg.data)
     datamodule.setup("fit")
     model_class = get_class(cfg.model._target_)
@@ -37,26 +52,21 @@ def train(cfg: DictConfig) -> tracking.TrackedRun:
             f"model={model_class.__name__} is a {model_class.task} model but data="
             f"{type(datamodule).__name__} is {datamodule.task} data: pick a matching pair"
         )
-    pl.seed_everything(cfg.seed, verbose=False)
-    model = _instantiate("model", cfg.model, **_data_dims(model_class, datamodule))
+    pl.seed_everything(cfg.seed, verbose=False)  # before the weights are drawn
+    return datamodule, _instantiate("model", cfg.model, **_data_dims(model_class, datamodule))
 
-    run_name, tags = _describe(cfg, model_class, datamodule)
-    uri = tracking.resolve_tracking_uri(cfg.tracking.uri, _launch_dir())
-    with tracking.tracked_run(uri, cfg.tracking.experiment, run_name, tags) as run:
-        run.log_params(tracking.flatten(OmegaConf.to_container(cfg, resolve=True)))
-        run.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
-        trainer = pl.Trainer(**cfg.trainer, logger=run.lightning_logger())
-        trainer.fit(model, datamodule=datamodule)
-        trainer.test(model, datamodule=datamodule, verbose=False)
-        if hasattr(datamodule, "noise_floor"):
-            run.log_metrics({"test/noise_floor": datamodule.noise_floor}, step=trainer.global_step)
-        for name, figure in model.figures(datamodule).items():
-            run.log_figure(figure, f"figures/{name}")
-        with tempfile.TemporaryDirectory(prefix="vnnlab-") as scratch:
-            checkpoint = Path(scratch) / "final.ckpt"
-            trainer.save_checkpoint(checkpoint, weights_only=False)  # resumable: optimiser too
-            run.log_file(checkpoint, "checkpoints")
-    return run
+
+def _log_results(run: tracking.TrackedRun, trainer: pl.Trainer, model, datamodule) -> None:
+    """What a finished run keeps besides its metrics: reference values, figures, checkpoint."""
+    if hasattr(datamodule, "reference_metrics"):  # e.g. the noise floor of synthetic data
+        reference = {f"test/{k}": v for k, v in datamodule.reference_metrics().items()}
+        run.log_metrics(reference, step=trainer.global_step)
+    for name, figure in model.figures(datamodule).items():
+        run.log_figure(figure, f"figures/{name}")
+    with tempfile.TemporaryDirectory(prefix="vnnlab-") as scratch:
+        checkpoint = Path(scratch) / "final.ckpt"
+        trainer.save_checkpoint(checkpoint, weights_only=False)  # resumable: optimiser too
+        run.log_file(checkpoint, "checkpoints")
 
 
 def _instantiate(group: str, node: DictConfig, **extra):

@@ -55,10 +55,13 @@ class SyntheticRegressionDataModule(pl.LightningDataModule):
         u = x.sum(dim=1, keepdim=True) / self.input_dim**0.5
         return FUNCTIONS[self.function](u)
 
-    @property
-    def noise_floor(self) -> float:
-        """σ²_true: the test MSE of the true function, the best any model can expect."""
-        return self.noise_var
+    def reference_metrics(self) -> dict[str, float]:
+        """Test-set yardsticks: `noise_floor` = σ²_true, the expected test MSE of the true f
+        (the best any model can expect); `oracle_mse`, the MSE the true f scores on this
+        finite test set (it differs from σ²_true by about σ²·√(2/n_test))."""
+        x, y = self.splits["test"]
+        oracle_mse = ((y - self.true_function(x)) ** 2).sum(dim=1).mean().item()
+        return {"noise_floor": self.noise_var, "oracle_mse": oracle_mse}
 
     def dims(self) -> dict[str, int]:
         return {"in_features": self.input_dim, "out_features": 1, "n_train": self.sizes["train"]}
