@@ -2,8 +2,10 @@
 
 import pytest
 import torch
+from torch.distributions import Normal
 
 from vnnlab import plots
+from vnnlab.models.bnn import BNNRegressor
 from vnnlab.models.mlp import MLPClassifier, MLPRegressor
 
 
@@ -54,3 +56,16 @@ def test_entropy_figure_splits_correct_and_wrong():
     figure = plots.entropy_by_correctness(probs, torch.tensor([0, 0, 0]))
     labels = [text.get_text() for text in figure.axes[0].get_legend().get_texts()]
     assert labels == ["correct (2)", "wrong (1)"]  # argmax of [0.5, 0.5] is class 0
+
+
+def test_bnn_predictive_is_the_mixture_of_its_posterior_samples():
+    model = BNNRegressor(1, 1, n_train=10, hidden=[8], sigma2=0.3, rho_init=-1.0, predict_samples=5)
+    x, y = torch.randn(4, 1), torch.randn(4, 1)
+    torch.manual_seed(1)
+    predictions = model.predict_batch((x, y))
+    torch.manual_seed(1)
+    f = model.net(x, 5).detach()  # the same five posterior draws, (S, B, 1)
+    assert torch.allclose(predictions["mean"], f.mean(dim=0))
+    assert torch.allclose(predictions["var"], f.var(dim=0, unbiased=False) + 0.3)  # epistemic + σ²
+    density = Normal(f, 0.3**0.5).log_prob(y).exp().mean(dim=0)[:, 0]  # (1/S) Σ_s N(y; f_s, σ²)
+    assert torch.allclose(predictions["nll"], -torch.log(density), atol=1e-6)

@@ -86,22 +86,20 @@ class BNNRegressor(BayesByBackprop, RegressionModule):
         terms["mse"] = ((y - f) ** 2).sum(dim=-1).mean()
         return terms
 
-    def _predictive_samples(self, x: Tensor) -> Tensor:
-        return self.net(x, self.predict_samples)  # (S, B, q)
+    def _predictive(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """S draws f_θ⁽ˢ⁾(x) (S, B, q), their mean and the predictive variance (B, q)."""
+        f = self.net(x, self.predict_samples)
+        return f, f.mean(dim=0), f.var(dim=0, unbiased=False) + self.sigma2
 
     def predict(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        f = self._predictive_samples(x)
-        return f.mean(dim=0), f.var(dim=0, unbiased=False) + self.sigma2
+        _, mean, var = self._predictive(x)
+        return mean, var
 
     def predict_batch(self, batch: tuple[Tensor, ...]) -> dict[str, Tensor]:
         x, y = batch
-        f = self._predictive_samples(x)
-        return {
-            "y": y,
-            "mean": f.mean(dim=0),
-            "var": f.var(dim=0, unbiased=False) + self.sigma2,
-            "nll": mixture_nll(gaussian_nll(y, f, self.sigma2)),
-        }
+        f, mean, var = self._predictive(x)
+        nll = mixture_nll(gaussian_nll(y, f, self.sigma2))
+        return {"y": y, "mean": mean, "var": var, "nll": nll}
 
 
 class BNNClassifier(BayesByBackprop, ClassificationModule):
