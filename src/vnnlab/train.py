@@ -20,7 +20,7 @@ from vnnlab import tracking
 from vnnlab.errors import BadInputError
 from vnnlab.validate import validate
 
-CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "conf")
+CONFIG_DIR = str(Path(__file__).parent / "conf")  # a link to the top-level conf/ in a checkout
 
 
 def train(cfg: DictConfig) -> tracking.TrackedRun:
