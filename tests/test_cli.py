@@ -79,10 +79,19 @@ def test_bad_input_is_one_line_exit_2_and_no_run(cli, overrides, expected):
     assert not cli.store.exists() or cli.runs() == []
 
 
-def test_an_override_hydra_cannot_compose_exits_2(cli):
-    result = cli.run("model.no_such_key=1")  # no "+": Hydra refuses before vnnlab starts
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("model.no_such_key=1", "Could not override 'model.no_such_key'"),  # no "+"
+        ("model=no_such_model", "Could not find 'model/no_such_model'"),
+    ],
+)
+def test_an_override_hydra_cannot_compose_is_one_line_exit_2(cli, override, expected):
+    result = cli.run(override)  # Hydra refuses before any job starts
     assert result.returncode == 2
-    assert "no_such_key" in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and expected in lines[0], result.stderr
+    assert not cli.store.exists()
 
 
 def test_sigterm_ends_the_run_killed(cli):
@@ -102,3 +111,11 @@ def test_sigterm_ends_the_run_killed(cli):
     assert process.returncode != 0
     [run] = cli.runs()
     assert run.info.status == "KILLED"
+
+
+def test_a_run_that_raises_ends_failed_with_exit_1(cli):
+    result = cli.run(*FAST, "+trainer.max_time=bogus")  # Lightning rejects it inside the run
+    assert result.returncode == 1
+    assert "not a valid duration" in result.stderr
+    [run] = cli.runs()
+    assert run.info.status == "FAILED"

@@ -5,6 +5,7 @@
 """
 
 import inspect
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -12,7 +13,12 @@ from pathlib import Path
 import hydra
 import pytorch_lightning as pl
 from hydra.core.hydra_config import HydraConfig
-from hydra.errors import InstantiationException
+from hydra.errors import (
+    ConfigCompositionException,
+    InstantiationException,
+    MissingConfigException,
+    OverrideParseException,
+)
 from hydra.utils import get_class, get_original_cwd, instantiate
 from omegaconf import DictConfig, OmegaConf
 
@@ -114,13 +120,12 @@ def _describe(cfg: DictConfig, model_class: type, datamodule) -> tuple[str, dict
     return " ".join([f"{model_name}-{data_name}", *overrides]), tags
 
 
-_task_started = False
+# What Hydra raises while composing the config from the overrides, before any job starts.
+COMPOSITION_ERRORS = (ConfigCompositionException, MissingConfigException, OverrideParseException)
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
 def _hydra_main(cfg: DictConfig) -> None:
-    global _task_started
-    _task_started = True
     try:
         run = train(cfg)
     except BadInputError as error:
@@ -134,14 +139,16 @@ def _hydra_main(cfg: DictConfig) -> None:
 
 
 def main() -> None:
-    """Console entry point. Hydra exits 1 when the overrides themselves cannot be composed
-    (an unknown key, a missing config group option); that is bad input, so exit 2."""
+    """Console entry point. An override Hydra cannot compose (an unknown key, a missing
+    option) is bad input as well: one line and exit 2, instead of Hydra's report and exit 1."""
+    # Hydra prints its own errors and exits 1 unless this is set; with it they reach us.
+    os.environ.setdefault("HYDRA_FULL_ERROR", "1")
     try:
         _hydra_main()
-    except SystemExit as exit_:
-        if exit_.code == 1 and not _task_started:
-            sys.exit(2)
-        raise
+    except COMPOSITION_ERRORS as error:
+        text = str(error).split("Config search path")[0]  # drop Hydra's search-path dump
+        print("vnnlab: " + " ".join(line.strip() for line in text.splitlines()), file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == "__main__":
