@@ -6,9 +6,12 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import get_class
 from mlflow.tracking import MlflowClient
+from pytorch_lightning import Trainer
 
 from conftest import QUICK
 from idx_files import write_mnist
+from vnnlab.data.synthetic import SyntheticRegressionDataModule
+from vnnlab.models.mlp import MLPRegressor
 from vnnlab.train import CONFIG_DIR, train
 
 SMALL_SYNTHETIC = ["data.n_train=128", "data.n_val=32", "data.n_test=64", "data.batch_size=32"]
@@ -64,3 +67,18 @@ def test_every_model_trains_tests_logs_and_reloads(case, tmp_path):
     torch.load(path, weights_only=True)
     model = get_class(cfg.model._target_).load_from_checkpoint(path, weights_only=True)
     assert model.hparams["lr"] == cfg.model.lr
+
+
+@pytest.mark.parametrize(
+    ("schedule", "expected_final_lr"),
+    [("none", 0.01), ("exponential", 0.01 * 0.5**3), ("cosine", 0.0)],
+)
+def test_learning_rate_schedules(schedule, expected_final_lr, tmp_path):
+    """Three epochs of 4 steps: the lr the optimiser holds when the fit ends."""
+    model = MLPRegressor(1, 1, lr=0.01, lr_schedule=schedule, lr_gamma=0.5)
+    data = SyntheticRegressionDataModule(n_train=40, n_val=10, n_test=10, batch_size=10)
+    trainer = Trainer(max_epochs=3, logger=False, enable_progress_bar=False,
+                      enable_checkpointing=False, default_root_dir=tmp_path)  # fmt: skip
+    trainer.fit(model, datamodule=data)
+    final_lr = trainer.optimizers[0].param_groups[0]["lr"]
+    assert final_lr == pytest.approx(expected_final_lr, abs=1e-12)

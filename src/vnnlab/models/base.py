@@ -39,31 +39,32 @@ class VNNModule(pl.LightningModule):
         self._test_batches: list[dict[str, Tensor]] = []
 
     def configure_optimizers(self) -> Any:
+        optimizer = self._optimizer()
+        scheduler = self._scheduler(optimizer)
+        if scheduler is None:
+            return optimizer
+        return {"optimizer": optimizer, "lr_scheduler": scheduler}
+
+    def _optimizer(self) -> torch.optim.Optimizer:
+        lr = self.optim["lr"]
         if self.optim["optimizer"] == "sgd":
-            optimizer = torch.optim.SGD(
-                self.parameters(),
-                lr=self.optim["lr"],
-                momentum=self.optim["momentum"],
-                nesterov=self.optim["nesterov"],
-            )
-        else:
-            # fused: one kernel updates every parameter; a third off each CPU step of
-            # 784-400-400-10 (3.0 → 2.0 ms, benchmarks/mnist_epoch.py)
-            fused = self.device.type in ("cpu", "cuda")
-            optimizer = torch.optim.Adam(self.parameters(), lr=self.optim["lr"], fused=fused)
+            momentum, nesterov = self.optim["momentum"], self.optim["nesterov"]
+            return torch.optim.SGD(self.parameters(), lr=lr, momentum=momentum, nesterov=nesterov)
+        # fused: one kernel updates every parameter; a third off each CPU step of
+        # 784-400-400-10 (3.0 → 2.0 ms, benchmarks/mnist_epoch.py)
+        fused = self.device.type in ("cpu", "cuda")
+        return torch.optim.Adam(self.parameters(), lr=lr, fused=fused)
+
+    def _scheduler(self, optimizer: torch.optim.Optimizer) -> dict[str, Any] | None:
         if self.schedule["name"] == "cosine":  # decays to 0 over every optimiser step of the fit
             steps = self.trainer.estimated_stepping_batches
-            scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
-            return {
-                "optimizer": optimizer,
-                "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
-            }
+            cosine = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
+            return {"scheduler": cosine, "interval": "step"}
         if self.schedule["name"] == "exponential":  # lr ← γ·lr after every epoch
-            scheduler = torch.optim.lr_scheduler.ExponentialLR(
-                optimizer, gamma=self.schedule["gamma"]
-            )
-            return {"optimizer": optimizer, "lr_scheduler": scheduler}
-        return optimizer
+            gamma = self.schedule["gamma"]
+            decay = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=gamma)
+            return {"scheduler": decay, "interval": "epoch"}
+        return None
 
     def _step(self, batch: tuple[Tensor, ...], stage: str) -> dict[str, Tensor]:
         raise NotImplementedError
