@@ -36,7 +36,7 @@ def train(cfg: DictConfig) -> tracking.TrackedRun:
     """
     validate(cfg)
     datamodule, model = _build(cfg)
-    run_name, tags = _describe(cfg, type(model), datamodule)
+    run_name, tags = _describe(type(model), datamodule)
     uri = tracking.resolve_tracking_uri(cfg.tracking.uri, _launch_dir())
     with tracking.tracked_run(uri, cfg.tracking.experiment, run_name, tags) as run:
         run.log_params(tracking.flatten(OmegaConf.to_container(cfg, resolve=True)))
@@ -101,7 +101,7 @@ def _launch_dir() -> Path:
     return Path(get_original_cwd()) if HydraConfig.initialized() else Path.cwd()
 
 
-def _describe(cfg: DictConfig, model_class: type, datamodule) -> tuple[str, dict[str, str]]:
+def _describe(model_class: type, datamodule) -> tuple[str, dict[str, str]]:
     """Run name "<model>-<data> <overrides>" and tags: git commit and Hydra overrides."""
     if HydraConfig.initialized():
         hydra_cfg = HydraConfig.get()
