@@ -51,7 +51,7 @@ def fit_figures(store: str, seed: int) -> dict:
 def gap_figures(store: str, seed: int, workdir: Path) -> dict:
     run_id, m = run(store, ["+experiment=gap_uncertainty", f"seed={seed}", f"data.seed={seed}"])
     client = MlflowClient(store)
-    path = client.download_artifacts(run_id, "checkpoints/final.ckpt", str(workdir))
+    path = client.download_artifacts(run_id, "checkpoints/last.ckpt", str(workdir))
     model = BNNRegressor.load_from_checkpoint(path, weights_only=True).eval()
     inside = torch.linspace(GAP[0] + 0.1, GAP[1] - 0.1, 200)
     dense = torch.cat(
@@ -72,7 +72,7 @@ def gap_figures(store: str, seed: int, workdir: Path) -> dict:
 
 def step_seconds(model: BNNRegressor, batch, optimizer) -> float:
     start = time.perf_counter()
-    loss = model._step(batch, "train")["loss"]
+    loss = model.training_terms(batch)["loss"]
     optimizer.zero_grad()
     loss.backward()
     optimizer.step()

@@ -10,7 +10,7 @@ from conftest import FAST, QUICK
 from vnnlab.models.bnn import BNNRegressor
 
 BNN_METRICS = {
-    "train/loss", "val/loss", "train/elbo", "train/kl", "train/nll",
+    "train/loss", "val/loss", "train/elbo", "train/kl", "train/expected_nll", "val/nll",
     "test/mse", "test/rmse", "test/noise_floor", "test/nll", "test/coverage95",
 }  # fmt: skip
 
@@ -48,11 +48,12 @@ def test_main_job_records_a_complete_run(cli):
     client = cli.client()
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"config.yaml", "figures", "checkpoints"} <= artifacts
+    assert run.data.tags["vnnlab.git.dirty"] in ("true", "false")
     assert [a.path for a in client.list_artifacts(run.info.run_id, "figures")] == [
         "figures/fit.png"
     ]
     checkpoint = client.download_artifacts(
-        run.info.run_id, "checkpoints/final.ckpt", str(cli.workdir)
+        run.info.run_id, "checkpoints/last.ckpt", str(cli.workdir)
     )
     state = torch.load(checkpoint, weights_only=True)  # plain hyper-parameters only
     assert state["hyper_parameters"]["sigma2"] == 0.02
@@ -66,8 +67,11 @@ def test_main_job_records_a_complete_run(cli):
     ("overrides", "expected"),
     [
         (["model.sigma2=-1"], "model.sigma2=-1 is not allowed: expected a number > 0"),
-        (["+model.no_such_key=1"], "unexpected keyword argument 'no_such_key'"),
-        (["model=mlp_classifier"], "is a classification model but data="),
+        (["+model.no_such_key=1"], "model.no_such_key=1 is not allowed: expected a key of"),
+        (["model=mlp_classifier"], "model=MLPClassifier trains on data with class targets"),
+        (["trainer.max_epochs=-5"], "trainer.max_epochs=-5 is not allowed: expected an integer"),
+        (["data.x_low=abc"], "data.x_low='abc' is not allowed: expected a number"),
+        (["+trainer.max_time=bogus"], "is not a valid duration"),  # Lightning's own check
         (["data=mnist", "data.root=nowhere"], "MNIST not found"),
     ],
 )
@@ -113,9 +117,34 @@ def test_sigterm_ends_the_run_killed(cli):
     assert run.info.status == "KILLED"
 
 
-def test_a_run_that_raises_ends_failed_with_exit_1(cli):
-    result = cli.run(*FAST, "+trainer.max_time=bogus")  # Lightning rejects it inside the run
+def test_a_diverging_run_stops_at_once_and_ends_failed_with_exit_1(cli):
+    result = cli.run(*FAST, "model=mlp_regressor", "model.lr=1e30", "trainer.max_epochs=50")
     assert result.returncode == 1
-    assert "not a valid duration" in result.stderr
+    assert "NonFiniteLossError: train/loss became" in result.stderr
     [run] = cli.runs()
     assert run.info.status == "FAILED"
+    reason = run.data.tags["vnnlab.failure"]
+    assert reason.startswith("NonFiniteLossError: train/loss became") and "at step" in reason
+    history = cli.client().get_metric_history(run.info.run_id, "val/loss")
+    assert len(history) < 5  # stopped within the first epochs, not after 50
+
+
+def test_a_multirun_reports_a_bad_job_and_runs_the_others(cli):
+    result = cli.run("-m", *FAST, "model.sigma2=0.01,-1,0.1")
+    assert result.returncode == 2, result.stderr[-3000:]  # the only failure was bad input
+    bad_job = "model.sigma2=-1 is not allowed: expected a number > 0"
+    assert bad_job in result.stderr
+    summary = result.stderr[result.stderr.index("1 of 3 jobs did not finish") :]
+    assert "BAD_INPUT" in summary and bad_job in summary
+    runs = cli.runs()
+    assert sorted(r.data.params["model.sigma2"] for r in runs) == ["0.01", "0.1"]
+    assert all(r.info.status == "FINISHED" for r in runs)
+
+
+def test_a_multirun_lists_every_failed_job_and_exits_1(cli):
+    result = cli.run("-m", *FAST, "model=mlp_regressor", "model.lr=1e30,0.003,1e31")
+    assert result.returncode == 1, result.stderr[-3000:]
+    summary = result.stderr[result.stderr.index("2 of 3 jobs did not finish") :]
+    assert "model.lr=1e+30]" in summary and "model.lr=1e+31]" in summary  # as Hydra prints them
+    statuses = sorted((r.data.params["model.lr"], r.info.status) for r in cli.runs())
+    assert statuses == [("0.003", "FINISHED"), ("1e+30", "FAILED"), ("1e+31", "FAILED")]

@@ -1,13 +1,17 @@
 """The YAML files list every knob so `model.x=…` works without "+"; the constructor
 signatures stay the truth: every YAML value must equal its signature default."""
 
+import importlib
 import inspect
+import pkgutil
 from pathlib import Path
 
 import pytest
 from hydra.utils import get_class
 from omegaconf import OmegaConf
 
+from vnnlab.data.base import VNNDataModule
+from vnnlab.models.base import VNNModule
 from vnnlab.train import CONFIG_DIR
 
 DATA_DERIVED = {"in_features", "out_features", "n_train"}  # train() passes these from the data
@@ -17,13 +21,16 @@ ENVIRONMENT = {"root"}  # read from $VNNLAB_DATA_ROOT, not a constant
 def signature_defaults(cls: type) -> dict:
     """Defaults of cls.__init__ and of every __init__ its **kwargs reach along the MRO."""
     defaults = {}
-    for klass in reversed(cls.__mro__):
+    for klass in cls.__mro__:
         init = klass.__dict__.get("__init__")
         if init is None or klass.__module__.split(".")[0] != "vnnlab":
             continue
-        for name, p in inspect.signature(init).parameters.items():
-            if p.default is not inspect.Parameter.empty:
-                defaults[name] = list(p.default) if isinstance(p.default, tuple) else p.default
+        parameters = inspect.signature(init).parameters.values()
+        for p in parameters:
+            if p.default is not inspect.Parameter.empty and p.name not in defaults:
+                defaults[p.name] = list(p.default) if isinstance(p.default, tuple) else p.default
+        if all(p.kind != p.VAR_KEYWORD for p in parameters):
+            break  # no **kwargs: the classes above receive nothing from the config
     return defaults
 
 
@@ -45,3 +52,30 @@ def test_every_model_and_data_has_a_config():
     names = {p.stem for p in CONFIG_FILES}
     assert {"mlp_regressor", "bnn_regressor", "mlp_classifier", "bnn_classifier"} <= names
     assert {"synthetic", "mnist"} <= names
+
+
+def leaf_subclasses(base: type) -> set[type]:
+    """The concrete classes below `base`: those no other class derives from."""
+    children = set(base.__subclasses__())
+    if not children:
+        return {base}
+    return set().union(*(leaf_subclasses(child) for child in children))
+
+
+def import_every_module(package: str) -> None:
+    for module in pkgutil.walk_packages(importlib.import_module(package).__path__, f"{package}."):
+        importlib.import_module(module.name)
+
+
+@pytest.mark.parametrize(
+    ("group", "package", "base"),
+    [("model", "vnnlab.models", VNNModule), ("data", "vnnlab.data", VNNDataModule)],
+)
+def test_every_class_has_exactly_one_yaml_and_every_yaml_a_class(group, package, base):
+    import_every_module(package)
+    classes = {f"{c.__module__}.{c.__qualname__}" for c in leaf_subclasses(base)}
+    targets = [
+        OmegaConf.load(path)["_target_"]
+        for path in sorted((Path(CONFIG_DIR) / group).glob("*.yaml"))
+    ]
+    assert sorted(targets) == sorted(classes)  # one YAML per class, no YAML without its class

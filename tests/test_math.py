@@ -17,6 +17,7 @@ from vnnlab.models.losses import (
     mixture_nll,
     negative_elbo_per_point,
     sampled_log_ratio,
+    squared_error,
 )
 
 
@@ -89,18 +90,32 @@ def test_monte_carlo_elbo_agrees_with_closed_form_elbo_within_standard_error():
         per_draw_exact = nll.mean(dim=1) + net.kl("closed_form") / n_train
     difference = per_draw_mc - per_draw_exact  # same θ draws: only the KL estimator differs
     assert abs(difference.mean()) < 4 * difference.std() / math.sqrt(n)
-    mc_loss = negative_elbo_per_point(nll, net.kl("monte_carlo"), n_train)["loss"]
+    mc_loss = negative_elbo_per_point(nll, net.kl("monte_carlo"), n_train)["loss"].mean()
     assert torch.allclose(mc_loss, per_draw_mc.mean())
 
 
 def test_negative_elbo_per_point_is_full_data_objective_over_n():
     nll, kl, n_train = torch.rand(3, 10, dtype=torch.float64), torch.tensor(42.0), 10
-    terms = negative_elbo_per_point(nll, kl, n_train)
+    terms = {k: v.mean() for k, v in negative_elbo_per_point(nll, kl, n_train).items()}
     # F̂(η) = (1/M) Σ_m [KL − Σ_i log ℓ(yᵢ | θ⁽ᵐ⁾)] with the whole data set in the batch
     full_objective = (kl + nll.sum(dim=1)).mean()
     assert torch.allclose(terms["loss"] * n_train, full_objective.double())
     assert torch.allclose(terms["elbo"], -terms["loss"])
-    assert torch.allclose(terms["kl"] + terms["nll"], terms["loss"])
+    assert torch.allclose(terms["kl"] + terms["expected_nll"], terms["loss"])
+
+
+def test_minibatch_elbo_is_an_unbiased_estimate_of_the_full_data_objective_over_n():
+    """b < N: the mean of the minibatch losses over a partition of the data is F̂/N exactly,
+    which holds only with the data term averaged over b and the KL divided by N (not b)."""
+    n_train, batch, kl = 12, 4, torch.tensor(30.0, dtype=torch.float64)
+    nll = torch.rand(2, n_train, dtype=torch.float64)  # (M, N)
+    full_objective = (kl + nll.sum(dim=1)).mean()  # F̂(η) on all N points
+    minibatch_losses = [
+        negative_elbo_per_point(part, kl, n_train)["loss"].mean() for part in nll.split(batch, 1)
+    ]
+    assert torch.allclose(torch.stack(minibatch_losses).mean() * n_train, full_objective)
+    kl_over_b = [(part.mean() + kl / batch) for part in nll.split(batch, 1)]  # the wrong scale
+    assert not torch.allclose(torch.stack(kl_over_b).mean() * n_train, full_objective)
 
 
 @pytest.mark.parametrize("estimator", ["weights", "local_reparam"])
@@ -129,7 +144,24 @@ def test_bayesian_mlp_keeps_samples_apart():
     assert not torch.allclose(out[0], out[1])
 
 
-def test_coverage_counts_points_inside_the_interval():
-    y = torch.tensor([[0.0], [1.0], [3.0], [-2.5]])
-    mean, var = torch.zeros(4, 1), torch.ones(4, 1)
-    assert coverage(y, mean, var).item() == pytest.approx(0.5)  # |0|, |1| ≤ 1.96; 3, 2.5 are not
+@pytest.mark.parametrize(("mean", "var"), [(0.0, 1.0), (2.0, 0.25), (-1.0, 4.0)])
+def test_coverage_counts_points_inside_the_interval_by_hand(mean, var):
+    """Other means and variances than N(0, 1), where sd and var coincide."""
+    y = mean + torch.randn(2000, 1) * 1.3 * var**0.5
+    sd = var**0.5
+    inside = [abs(v - mean) <= 1.959964 * sd for v in y[:, 0].tolist()]
+    per_point = coverage(y, torch.full_like(y, mean), torch.full_like(y, var))
+    assert per_point.shape == (2000,)
+    assert per_point.mean().item() == pytest.approx(sum(inside) / len(inside))
+    assert 0.8 < per_point.mean().item() < 0.9  # about 95% of 1/1.3 sd: P(|z| ≤ 1.51) ≈ 0.87
+
+
+def test_coverage_of_several_targets_is_the_share_of_targets_inside():
+    y = torch.tensor([[0.0, 5.0], [1.0, 1.0]])
+    per_point = coverage(y, torch.zeros(2, 2), torch.ones(2, 2))
+    assert per_point.tolist() == [0.5, 1.0]
+
+
+def test_squared_error_is_the_squared_norm_per_point():
+    y, mean = torch.tensor([[1.0, 2.0], [0.0, 0.0]]), torch.tensor([[0.0, 0.0], [3.0, 4.0]])
+    assert squared_error(y, mean).tolist() == [5.0, 25.0]

@@ -2,9 +2,11 @@
 
 import pytest
 import torch
+from pytorch_lightning import Trainer
 from torch.distributions import Normal
 
 from vnnlab import plots
+from vnnlab.data.batches import TensorBatches
 from vnnlab.models.bnn import BNNRegressor
 from vnnlab.models.mlp import MLPClassifier, MLPRegressor
 
@@ -21,24 +23,58 @@ def hand_ece(probs: torch.Tensor, labels: torch.Tensor, n_bins: int) -> float:
     return float(total)
 
 
-def test_classification_metrics():
+def evaluated(model, *tensors: torch.Tensor, batch_size: int) -> dict[str, float]:
+    """The test metrics Lightning logs for `model` over these tensors, in several batches."""
+    trainer = Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer.test(model, dataloaders=TensorBatches(tensors, batch_size), verbose=False)
+    return {k: v.item() for k, v in trainer.callback_metrics.items()}
+
+
+def test_classification_metrics_cover_the_whole_test_set():
     torch.manual_seed(0)
-    probs = torch.softmax(3 * torch.randn(500, 10), dim=1)
-    labels = torch.randint(0, 10, (500,))
-    metrics = MLPClassifier(4, 10).test_metrics({"labels": labels, "probs": probs})
-    assert metrics["acc"] == pytest.approx((probs.argmax(1) == labels).float().mean().item())
+    model = MLPClassifier(4, 10, hidden=[8])
+    x, labels = torch.randn(500, 4), torch.randint(0, 10, (500,))
+    metrics = evaluated(model, x, labels, batch_size=64)  # 8 batches, the last one short
+    with torch.no_grad():
+        probs = torch.softmax(model.net(x), dim=1)
+    assert metrics["test/acc"] == pytest.approx((probs.argmax(1) == labels).float().mean().item())
     nll = -torch.log(probs[torch.arange(500), labels]).mean()
-    assert metrics["nll"] == pytest.approx(nll.item(), rel=1e-5)
-    assert metrics["ece"] == pytest.approx(hand_ece(probs, labels, 15), abs=1e-5)
+    assert metrics["test/nll"] == pytest.approx(nll.item(), rel=1e-5)
+    assert metrics["test/loss"] == pytest.approx(nll.item(), rel=1e-5)
+    assert metrics["test/ece"] == pytest.approx(hand_ece(probs, labels, 15), abs=1e-5)
 
 
-def test_regression_metrics():
-    y = torch.tensor([[1.0], [2.0], [3.0], [4.0]])
-    mean = torch.tensor([[1.5], [2.0], [2.0], [4.0]])
-    metrics = MLPRegressor(1, 1).test_metrics({"y": y, "mean": mean})
-    assert metrics["mse"] == pytest.approx((0.25 + 0 + 1 + 0) / 4)
-    assert metrics["rmse"] == pytest.approx(((0.25 + 1) / 4) ** 0.5)
-    assert "coverage95" not in metrics  # a deterministic model has no predictive interval
+def test_regression_metrics_cover_the_whole_test_set():
+    torch.manual_seed(0)
+    model = MLPRegressor(1, 1, hidden=[4])
+    x, y = torch.randn(50, 1), torch.randn(50, 1)
+    metrics = evaluated(model, x, y, batch_size=16)
+    with torch.no_grad():
+        mse = ((y - model.net(x)) ** 2).mean().item()
+    assert metrics["test/mse"] == pytest.approx(mse, rel=1e-5)
+    assert metrics["test/rmse"] == pytest.approx(mse**0.5, rel=1e-5)
+    assert "test/coverage95" not in metrics and "test/nll" not in metrics  # no predictive density
+
+
+def test_bnn_validation_and_test_report_the_same_predictive_quantities():
+    """val/nll and test/nll are one quantity (the predictive's) on different data, and so are
+    mse and coverage95; the ELBO's data term has a name of its own, expected_nll."""
+    torch.manual_seed(0)
+    model = BNNRegressor(1, 1, n_train=40, hidden=[8], sigma2=0.2, rho_init=-1.0)
+    x, y = torch.randn(40, 1), torch.randn(40, 1)
+    data = TensorBatches((x, y), 10)
+    trainer = Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False)
+    torch.manual_seed(5)
+    trainer.validate(model, dataloaders=data, verbose=False)
+    val = {k.split("/")[1]: v.item() for k, v in trainer.callback_metrics.items()}
+    torch.manual_seed(5)
+    trainer.test(model, dataloaders=data, verbose=False)
+    test = {k.split("/")[1]: v.item() for k, v in trainer.callback_metrics.items()}
+    assert set(val) == set(test) == {
+        "nll", "mse", "rmse", "coverage95", "loss", "elbo", "expected_nll", "kl",
+    }  # fmt: skip
+    assert val == pytest.approx(test)  # the same data and draws give the same numbers
+    assert val["nll"] < val["expected_nll"]  # Jensen: −log E_q p < E_q −log p
 
 
 def test_reliability_diagram_bars_are_per_bin_accuracy():
@@ -62,10 +98,17 @@ def test_bnn_predictive_is_the_mixture_of_its_posterior_samples():
     model = BNNRegressor(1, 1, n_train=10, hidden=[8], sigma2=0.3, rho_init=-1.0, predict_samples=5)
     x, y = torch.randn(4, 1), torch.randn(4, 1)
     torch.manual_seed(1)
-    predictions = model.predict_batch((x, y))
+    values = model.evaluate((x, y), "test")
     torch.manual_seed(1)
     f = model.net(x, 5).detach()  # the same five posterior draws, (S, B, 1)
-    assert torch.allclose(predictions["mean"], f.mean(dim=0))
-    assert torch.allclose(predictions["var"], f.var(dim=0, unbiased=False) + 0.3)  # epistemic + σ²
+    mean, var = f.mean(dim=0), f.var(dim=0, unbiased=False) + 0.3  # epistemic + σ²
+    assert torch.allclose(values["mse"], ((y - mean) ** 2)[:, 0])
+    inside = ((y - mean).abs() <= 1.959964 * var.sqrt()).float()[:, 0]
+    assert torch.equal(values["coverage95"], inside)
     density = Normal(f, 0.3**0.5).log_prob(y).exp().mean(dim=0)[:, 0]  # (1/S) Σ_s N(y; f_s, σ²)
-    assert torch.allclose(predictions["nll"], -torch.log(density), atol=1e-6)
+    assert torch.allclose(values["nll"], -torch.log(density), atol=1e-6)
+    expected_nll = -Normal(f, 0.3**0.5).log_prob(y).mean(dim=0)[:, 0]
+    assert torch.allclose(values["expected_nll"], expected_nll, atol=1e-6)
+    torch.manual_seed(1)
+    predicted_mean, predicted_var = model.predict(x)
+    assert torch.allclose(predicted_mean, mean) and torch.allclose(predicted_var, var)

@@ -35,8 +35,9 @@ def concat(batches) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def test_dims_count_the_images_read(tmp_path, written):
-    dims = make_module(tmp_path).dims()
-    assert dims == {"in_features": 784, "out_features": 10, "n_train": N_TRAIN - N_VAL}
+    info = make_module(tmp_path).info()
+    assert info.model_dims() == {"in_features": 784, "out_features": 10, "n_train": N_TRAIN - N_VAL}
+    assert info.target == "class" and info.image_shape == (28, 28) and info.unit_interval
 
 
 def test_splits_hold_the_written_images_and_labels(tmp_path, written):

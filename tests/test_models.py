@@ -1,5 +1,5 @@
 """One smoke test over every (model, data) pair: train() end to end into a temporary store,
-then the checkpoint reloads under torch.load(weights_only=True)."""
+then the checkpoint reloads under torch.load(weights_only=True) and predicts as trained."""
 
 import pytest
 import torch
@@ -15,32 +15,89 @@ from vnnlab.models.mlp import MLPRegressor
 from vnnlab.train import CONFIG_DIR, train
 
 SMALL_SYNTHETIC = ["data.n_train=128", "data.n_val=32", "data.n_test=64", "data.batch_size=32"]
-REGRESSION = {"test/mse", "test/rmse", "test/noise_floor", "train/loss", "val/loss"}
-BAYES = {"train/elbo", "train/kl", "train/nll", "test/nll"}
-CLASSIFICATION = {"test/acc", "test/nll", "test/ece", "train/loss", "val/loss", "val/acc"}
+REGRESSION = {"test/mse", "test/rmse", "test/noise_floor", "train/loss", "val/loss", "val/mse"}
+PREDICTIVE = {"test/nll", "val/nll", "test/coverage95", "val/coverage95"}
+ELBO = {f"{stage}/{term}" for stage in ("train", "val", "test")
+        for term in ("loss", "elbo", "kl", "expected_nll")}  # fmt: skip
+CLASSIFICATION = {
+    "test/acc",
+    "test/nll",
+    "test/ece",
+    "train/loss",
+    "val/loss",
+    "val/acc",
+    "val/nll",
+}
 
 FIGURES = {"reliability.png", "entropy.png"}
 TINY_MNIST = ["data=mnist", "data.n_val=20", "model.hidden=[16]"]
+SMALL_MANIFOLD = ["data=manifold", "data.n_train=200", "data.n_val=50", "data.n_test=100",
+                  "data.batch_size=50", "model.latent_dim=2"]  # fmt: skip
+RECONSTRUCTION = {f"{stage}/{term}" for stage in ("train", "val", "test")
+                  for term in ("loss", "recon_mse")}  # fmt: skip
+VAE_TERMS = {f"{stage}/{term}" for stage in ("train", "val", "test")
+             for term in ("loss", "elbo", "recon", "kl")}  # fmt: skip
+VAE_METRICS = VAE_TERMS | {"val/recon_mse", "test/recon_mse", "test/active_units",
+                           "test/log_likelihood"}  # fmt: skip
+REDUCTION_FIGURES = {"reconstructions.png", "latent.png"}
 
 # name → (overrides, metrics that must be logged, figures that must be logged)
 CASES = {
     "mlp_regressor": (["model=mlp_regressor", *SMALL_SYNTHETIC], REGRESSION, {"fit.png"}),
-    "bnn_regressor": (SMALL_SYNTHETIC, REGRESSION | BAYES | {"test/coverage95"}, {"fit.png"}),
+    "bnn_regressor": (SMALL_SYNTHETIC, REGRESSION | PREDICTIVE | ELBO, {"fit.png"}),
     "bnn_regressor-local_reparam-M4": (
         ["model.estimator=local_reparam", "model.mc_samples=4", *SMALL_SYNTHETIC],
-        REGRESSION | BAYES,
+        REGRESSION | PREDICTIVE | ELBO,
         {"fit.png"},
     ),
     "bnn_regressor-monte_carlo_kl-2d": (
         ["model.kl=monte_carlo", "model.mc_samples=3", "data.input_dim=2", *SMALL_SYNTHETIC],
-        REGRESSION | BAYES,
+        REGRESSION | PREDICTIVE | ELBO,
         set(),  # no fit figure for a 2-D input
     ),
     "mlp_classifier": (["model=mlp_classifier", *TINY_MNIST], CLASSIFICATION, FIGURES),
     "bnn_classifier": (
-        ["model=bnn_classifier", "model.mc_samples=2", *TINY_MNIST], CLASSIFICATION | BAYES, FIGURES
+        ["model=bnn_classifier", "model.mc_samples=2", *TINY_MNIST], CLASSIFICATION | ELBO, FIGURES
+    ),
+    "pca-manifold": (
+        ["model=pca", *SMALL_MANIFOLD], RECONSTRUCTION | {"test/pca_mse"}, REDUCTION_FIGURES
+    ),
+    "linear_autoencoder-manifold": (
+        ["model=linear_autoencoder", *SMALL_MANIFOLD],
+        RECONSTRUCTION | {"test/pca_mse", "test/principal_angle", "test/orthogonality_defect"},
+        REDUCTION_FIGURES,
+    ),
+    "autoencoder-synthetic_regression_inputs": (
+        ["model=autoencoder", "model.hidden=[8]", "model.latent_dim=1", "data.input_dim=3",
+         *SMALL_SYNTHETIC],
+        RECONSTRUCTION,
+        REDUCTION_FIGURES,
+    ),
+    "autoencoder-mnist": (
+        ["model=autoencoder", "model.latent_dim=3", *TINY_MNIST], RECONSTRUCTION, REDUCTION_FIGURES
+    ),
+    "vae-manifold-gaussian-M2": (
+        ["model=vae", "model.hidden=[16]", "model.mc_samples=2", "model.is_samples=8",
+         *SMALL_MANIFOLD],
+        VAE_METRICS,
+        REDUCTION_FIGURES | {"traversal.png"},
+    ),
+    "vae-mnist-bernoulli": (
+        ["model=vae", "model.likelihood=bernoulli", "model.latent_dim=2", "model.is_samples=8",
+         *TINY_MNIST],
+        VAE_METRICS,
+        REDUCTION_FIGURES | {"traversal.png", "prior_samples.png"},
     ),
 }  # fmt: skip
+
+
+def evaluation_on_test_split(model, datamodule) -> dict[str, torch.Tensor]:
+    """Every per-example evaluation value of the model on the whole test split, seeded."""
+    torch.manual_seed(123)
+    model.eval()
+    with torch.no_grad():
+        values = model.evaluate(datamodule.split("test"), "test")
+    return {k: v for k, v in values.items() if isinstance(v, torch.Tensor)}
 
 
 @pytest.mark.parametrize("case", list(CASES))
@@ -52,21 +109,28 @@ def test_every_model_trains_tests_logs_and_reloads(case, tmp_path):
         cfg = compose("config", overrides=[*QUICK, *overrides, f"tracking.uri={uri}"])
     if "root" in cfg.data:
         cfg.data.root = str(tmp_path)  # the small IDX files written above
-    run = train(cfg)
+    result = train(cfg)
 
     client = MlflowClient(uri)
-    recorded = client.get_run(run.run_id)
+    recorded = client.get_run(result.run_id)
     assert recorded.info.status == "FINISHED"
     assert recorded.info.artifact_uri.startswith(tmp_path.as_uri())  # beside the store, not in cwd
     assert metrics <= set(recorded.data.metrics), set(recorded.data.metrics)
     assert all(torch.isfinite(torch.tensor(v)) for v in recorded.data.metrics.values())
-    logged = {a.path.split("/")[-1] for a in client.list_artifacts(run.run_id, "figures")}
+    for key, value in result.metrics.items():  # what train() returns is what it logged
+        assert recorded.data.metrics[key] == pytest.approx(value)
+    logged = {a.path.split("/")[-1] for a in client.list_artifacts(result.run_id, "figures")}
     assert logged == figures
 
-    path = client.download_artifacts(run.run_id, "checkpoints/final.ckpt", str(tmp_path))
-    torch.load(path, weights_only=True)
-    model = get_class(cfg.model._target_).load_from_checkpoint(path, weights_only=True)
-    assert model.hparams["lr"] == cfg.model.lr
+    path = client.download_artifacts(result.run_id, "checkpoints/last.ckpt", str(tmp_path))
+    state = torch.load(path, weights_only=True)
+    assert state["global_step"] == result.model.trainer.global_step  # the end of the fit
+    reloaded = get_class(cfg.model._target_).load_from_checkpoint(path, weights_only=True)
+    trained = evaluation_on_test_split(result.model, result.datamodule)
+    again = evaluation_on_test_split(reloaded, result.datamodule)
+    assert trained.keys() == again.keys() and trained
+    for key in trained:
+        assert torch.equal(trained[key], again[key]), key
 
 
 @pytest.mark.parametrize(

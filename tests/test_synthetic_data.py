@@ -43,7 +43,7 @@ def test_seeded_and_reference_metrics():
     assert torch.equal(first.splits["train"][0], second.splits["train"][0])
     assert not torch.equal(first.splits["train"][0], loaded(seed=4).splits["train"][0])
     x, y = first.splits["test"]
-    reference = first.reference_metrics()
+    reference = first.reference_metrics({})
     assert reference["noise_floor"] == 0.01
     assert reference["oracle_mse"] == pytest.approx(((y - torch.sin(x)) ** 2).mean().item())
 

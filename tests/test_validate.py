@@ -1,11 +1,17 @@
-"""Every value a user can get wrong is caught before anything is built, with key and range."""
+"""Every value a user can get wrong is caught before anything is built, with key and range.
+
+Types and ranges come from the annotated signatures (vnnlab.schema) and Lightning's Trainer."""
+
+import typing
 
 import pytest
 from hydra import compose, initialize_config_dir
 
 from vnnlab.errors import BadInputError
+from vnnlab.models.layers import ACTIVATIONS, Activation
+from vnnlab.schema import Range
 from vnnlab.train import CONFIG_DIR
-from vnnlab.validate import validate
+from vnnlab.validate import allows, describe, validate
 
 
 def composed(*overrides: str):
@@ -17,35 +23,64 @@ def composed(*overrides: str):
     ("override", "message"),
     [
         ("model.lr=0", "model.lr=0 is not allowed: expected a number > 0"),
+        ("model.lr=fast", "model.lr='fast' is not allowed: expected a number > 0"),
         ("model.sigma2=-1", "model.sigma2=-1 is not allowed: expected a number > 0"),
+        ("model.sigma2=nan", "model.sigma2=nan is not allowed"),
         ("model.mc_samples=0", "model.mc_samples=0 is not allowed: expected an integer ≥ 1"),
-        ("model.mc_samples=2.5", "model.mc_samples=2.5"),
+        ("model.mc_samples=2.5", "model.mc_samples=2.5 is not allowed: expected an integer ≥ 1"),
+        ("model.mc_samples=true", "model.mc_samples=True is not allowed"),
         (
             "model.kl=exact",
             "model.kl='exact' is not allowed: expected one of closed_form | monte_carlo",
-        ),
-        ("model.activation=gelu", "model.activation='gelu'"),
-        ("model.hidden=[50,0]", "model.hidden=[50, 0]"),
-        ("model.momentum=1.5", "expected a number in [0, 1)"),
-        ("data.batch_size=0", "data.batch_size=0"),
-        ("data.function=exp", "one of linear | sine | cubic"),
+        ),  # fmt: skip
+        ("model.activation=gelu", "model.activation='gelu' is not allowed: expected one of relu"),
+        (
+            "model.hidden=[50,0]",
+            "model.hidden=[50, 0] is not allowed: expected a list of an integer ≥ 1",
+        ),  # fmt: skip
+        ("model.hidden=50", "model.hidden=50 is not allowed: expected a list of"),
+        ("model.momentum=1.5", "model.momentum=1.5 is not allowed: expected a number in [0, 1)"),
+        ("model.lr_gamma=0", "model.lr_gamma=0 is not allowed: expected a number in (0, 1]"),
+        ("model.nesterov=maybe", "model.nesterov='maybe' is not allowed: expected true or false"),
+        ("model.prior_std=-2", "model.prior_std=-2 is not allowed: expected a number > 0"),
+        ("data.batch_size=0", "data.batch_size=0 is not allowed: expected an integer ≥ 1"),
+        ("data.function=exp", "data.function='exp' is not allowed: expected one of linear | sine"),
+        ("data.x_low=abc", "data.x_low='abc' is not allowed: expected a number"),
+        ("data.noise_var=-0.1", "data.noise_var=-0.1 is not allowed: expected a number ≥ 0"),
+        ("data.n_train=0", "data.n_train=0 is not allowed: expected an integer ≥ 1"),
         (
             "data.gap=[2.0,1.0]",
             "data.gap=[2.0, 1.0] is not allowed: expected [a, b] with -3.0 < a < b < 3.0",
-        ),
-        ("data.x_high=-5", "data.x_high=-5"),
-        ("seed=-1", "seed=-1"),
+        ),  # fmt: skip
+        ("data.x_high=-5", "data.x_high=-5 is not allowed: expected a number > data.x_low=-3.0"),
+        ("seed=-1", "seed=-1 is not allowed: expected an integer ≥ 0"),
+        ("trainer.max_epochs=-5", "trainer.max_epochs=-5 is not allowed: expected an integer ≥ 1"),
+        ("trainer.max_epochs=0", "trainer.max_epochs=0 is not allowed"),
+        ("trainer.max_steps=-7", "trainer.max_steps=-7 is not allowed: expected an integer ≥ -1"),
+        ("trainer.limit_train_batches=1.5", "trainer.limit_train_batches=1.5 is not allowed"),
+        ("trainer.gradient_clip_val=-1", "trainer.gradient_clip_val=-1 is not allowed"),
+        ("trainer.enable_progress_bar=sometimes", "trainer.enable_progress_bar='sometimes'"),
+        ("trainer.precision=8", "trainer.precision=8 is not allowed: expected one of 64 | 32"),
+        ("trainer.log_every_n_steps=0", "trainer.log_every_n_steps=0 is not allowed"),
+        ("checkpoint.every_n_epochs=0", "checkpoint.every_n_epochs=0 is not allowed"),
         (
             "+trainer.no_such_arg=1",
-            "trainer.no_such_arg=1 is not allowed: expected a pytorch_lightning.Trainer",
-        ),
+            "trainer.no_such_arg=1 is not allowed: expected a pytorch_lightning.Trainer argument",
+        ),  # fmt: skip
+        (
+            "+model.no_such_key=1",
+            "model.no_such_key=1 is not allowed: expected a key of "
+            "BNNRegressor: hidden, activation",
+        ),  # fmt: skip
+        ("+model.in_features=3", "model.in_features=3 is not allowed"),  # the data decides it
+        ("model._target_=vnnlab.models.nothing.Here", "model._target_='vnnlab.models.nothing"),
     ],
 )
 def test_out_of_range_values_are_named(override, message):
     with pytest.raises(BadInputError) as caught:
         validate(composed(override))
     assert message in str(caught.value)
-    assert "\\n" not in str(caught.value)
+    assert "\n" not in str(caught.value)
 
 
 def test_nesterov_needs_sgd_with_momentum():
@@ -66,7 +101,22 @@ def test_monte_carlo_kl_needs_sampled_weights():
         ["model=mlp_regressor", "data.gap=[-1.0,1.0]"],
         ["model=bnn_classifier", "data=mnist"],
         ["model.kl=monte_carlo", "model.mc_samples=10", "model.estimator=weights"],
+        ["model.lr=1", "model.lr_gamma=1", "trainer.max_steps=-1", "trainer.precision=16-mixed"],
+        ["trainer.limit_train_batches=0.5", "trainer.limit_val_batches=3", "trainer.devices=auto"],
     ],
 )
 def test_valid_configs_pass(overrides):
     validate(composed(*overrides))
+
+
+def test_range_and_type_reading_by_hand():
+    half_open = typing.Annotated[float, Range(low=0, high=1, high_open=True)]
+    assert allows(half_open, 0) and allows(half_open, 0.5) and not allows(half_open, 1.0)
+    assert not allows(half_open, "0.5") and not allows(half_open, True)
+    assert describe(half_open) == "a number in [0, 1)"
+    assert allows(int | None, None) and not allows(int, None) and not allows(int, 1.0)
+    assert describe(typing.Literal["a", "b"]) == "one of a | b"
+
+
+def test_the_activation_type_lists_exactly_the_activations_built():
+    assert set(typing.get_args(Activation)) == set(ACTIVATIONS)

@@ -5,6 +5,7 @@ involved: safe on headless servers and in parallel jobs.
 """
 
 import torch
+from matplotlib import colormaps
 from matplotlib.figure import Figure
 from torch import Tensor
 
@@ -85,4 +86,152 @@ def entropy_by_correctness(probs: Tensor, labels: Tensor) -> Figure:
     ax.set_xlabel("predictive entropy (nats)")
     ax.set_ylabel("density")
     ax.legend(fontsize="small")
+    return figure
+
+
+# --- dimension reduction: autoencoders, PCA, VAE ---------------------------------------------
+
+MAX_RECONSTRUCTIONS = 10  # examples shown as images
+MAX_CURVE_PANELS = 6  # examples shown as coordinate curves
+
+
+def _grey_image(ax, values: Tensor, image_shape: tuple[int, int]) -> None:
+    """One flattened image (H·W,) drawn grey on [0, 1] (values clipped), without ticks."""
+    ax.imshow(values.reshape(image_shape).clamp(0, 1).numpy(), cmap="gray", vmin=0, vmax=1)
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def reconstructions(
+    originals: Tensor, reconstructed: Tensor, image_shape: tuple[int, int] | None
+) -> Figure:
+    """Inputs x and their reconstructions x̂, both (B, n). Images: originals on the top row,
+    reconstructions under them (up to 10). Otherwise one panel per example (up to 6): the
+    coordinates of x (solid) and x̂ (dashed) against their index."""
+    if image_shape is None:
+        return _reconstructed_curves(originals[:MAX_CURVE_PANELS], reconstructed)
+    count = min(len(originals), MAX_RECONSTRUCTIONS)
+    figure = Figure(figsize=(1.2 * count, 2.6), layout="constrained")
+    axes = figure.subplots(2, count, squeeze=False)  # (2, count)
+    for column in range(count):
+        _grey_image(axes[0, column], originals[column], image_shape)
+        _grey_image(axes[1, column], reconstructed[column], image_shape)
+    axes[0, 0].set_ylabel("input")
+    axes[1, 0].set_ylabel("reconstruction")
+    return figure
+
+
+def _reconstructed_curves(originals: Tensor, reconstructed: Tensor) -> Figure:
+    count = len(originals)
+    n_cols = min(count, 3)
+    n_rows = -(-count // n_cols)
+    figure = Figure(figsize=(3.2 * n_cols, 2.4 * n_rows + 0.4), layout="constrained")
+    axes = figure.subplots(n_rows, n_cols, squeeze=False, sharey=True).ravel()
+    index = torch.arange(originals.shape[1]).numpy()
+    for example, ax in enumerate(axes[:count]):
+        ax.plot(index, originals[example].numpy(), color="black", label="input")
+        ax.plot(
+            index, reconstructed[example].numpy(), "--", color="tab:red", label="reconstruction"
+        )
+        ax.set_title(f"example {example}", fontsize="small")
+    for ax in axes[count:]:
+        ax.set_visible(False)
+    figure.legend(*axes[0].get_legend_handles_labels(), loc="outside upper center", ncol=2)
+    figure.supxlabel("input coordinate")
+    return figure
+
+
+def image_grid(
+    images: Tensor, image_shape: tuple[int, int], title: str, n_cols: int = 10
+) -> Figure:
+    """Flattened images (N, H·W), e.g. decoded draws from the VAE prior, as a grey grid."""
+    n_cols = min(n_cols, len(images))
+    n_rows = -(-len(images) // n_cols)
+    figure = Figure(figsize=(1.1 * n_cols, 1.1 * n_rows + 0.5), layout="constrained")
+    axes = figure.subplots(n_rows, n_cols, squeeze=False).ravel()
+    for image, ax in zip(images, axes, strict=False):
+        _grey_image(ax, image, image_shape)
+    for ax in axes[len(images) :]:
+        ax.set_visible(False)
+    figure.suptitle(title)
+    return figure
+
+
+def latent_scatter(points: Tensor, labels: Tensor | None, xlabel: str, ylabel: str) -> Figure:
+    """Codes or posterior means (N, 2), one colour per integer label: a legend for up to ten
+    labels, a colour bar beyond."""
+    figure = Figure(figsize=(6, 5), layout="constrained")
+    ax = figure.subplots()
+    x, y = points[:, 0].numpy(), points[:, 1].numpy()
+    if labels is None:
+        ax.scatter(x, y, s=4, alpha=0.5)
+    elif len(classes := labels.unique()) <= 10:
+        for label in classes.tolist():
+            chosen = (labels == label).numpy()
+            ax.scatter(x[chosen], y[chosen], s=4, alpha=0.5, label=str(label))
+        ax.legend(title="label", fontsize="small", markerscale=3)
+    else:
+        cloud = ax.scatter(x, y, c=labels.numpy(), s=4, alpha=0.5, cmap="viridis")
+        figure.colorbar(cloud, ax=ax, label="label")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    return figure
+
+
+def latent_traversal(
+    decoded: Tensor, values: Tensor, image_shape: tuple[int, int] | None
+) -> Figure:
+    """decoded (L, V, n): row l is the decoder output d(z) as z_l moves over `values` (V,), the
+    other coordinates at 0. Images: an L × V grid. Otherwise one panel per row, a curve of the
+    coordinates per value, coloured from low to high."""
+    n_latents, n_values = decoded.shape[:2]
+    if image_shape is None:
+        return _traversal_curves(decoded, values)
+    figure = Figure(figsize=(1.1 * n_values, 1.1 * n_latents + 0.4), layout="constrained")
+    axes = figure.subplots(n_latents, n_values, squeeze=False)  # (L, V)
+    for latent in range(n_latents):
+        for step in range(n_values):
+            _grey_image(axes[latent, step], decoded[latent, step], image_shape)
+        axes[latent, 0].set_ylabel(f"z{latent + 1}")
+    for step in range(n_values):
+        axes[0, step].set_title(f"{values[step].item():.3g}", fontsize="small")
+    return figure
+
+
+def _traversal_curves(decoded: Tensor, values: Tensor) -> Figure:
+    n_latents, n_values, n_features = decoded.shape
+    figure = Figure(figsize=(6, 2.2 * n_latents + 0.6), layout="constrained")
+    axes = figure.subplots(n_latents, 1, squeeze=False, sharex=True)[:, 0]
+    index = torch.arange(n_features).numpy()
+    colours = colormaps["coolwarm"](torch.linspace(0, 1, n_values).numpy())
+    for latent, ax in enumerate(axes):
+        for step in range(n_values):
+            label = f"{values[step].item():.3g}"
+            ax.plot(index, decoded[latent, step].numpy(), color=colours[step], label=label)
+        ax.set_ylabel(f"z{latent + 1} varied")
+    handles, labels = axes[0].get_legend_handles_labels()
+    figure.legend(handles, labels, title="value", loc="outside upper center", ncol=min(n_values, 9))
+    axes[-1].set_xlabel("output coordinate")
+    return figure
+
+
+def metric_against_parameter(table: list[dict], x: str, y: str, group: str | None) -> Figure:
+    """y against x over a sweep's runs (rows with both keys), one line per value of `group`.
+    The x axis is logarithmic when every x > 0 and they span more than a factor of 20."""
+    rows = [row for row in table if row.get(x) is not None and row.get(y) is not None]
+    lines: dict[object, list[tuple[float, float]]] = {}
+    for row in rows:
+        lines.setdefault(row.get(group) if group else None, []).append((row[x], row[y]))
+    figure = Figure(figsize=(6, 4), layout="constrained")
+    ax = figure.subplots()
+    for key in sorted(lines, key=str):
+        xs, ys = zip(*sorted(lines[key]), strict=True)
+        ax.plot(xs, ys, marker="o", label=None if group is None else f"{group}={key}")
+    xs = [row[x] for row in rows]
+    if xs and min(xs) > 0 and max(xs) / min(xs) > 20:
+        ax.set_xscale("log")
+    ax.set_xlabel(x)
+    ax.set_ylabel(y)
+    if group is not None and lines:
+        ax.legend(fontsize="small")
     return figure

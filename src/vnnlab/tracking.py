@@ -44,11 +44,23 @@ def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
     return flat
 
 
-def git_commit(path: Path) -> str | None:
-    """The commit of the checkout holding `path`, or None outside git."""
+def git_tags(path: Path) -> dict[str, str]:
+    """Provenance of the code at `path`: its commit, and whether the working tree had
+    uncommitted changes (then the commit alone does not reproduce the run). {} outside git."""
+    commit = _git(path, "rev-parse", "HEAD")
+    if commit is None:
+        return {}
+    changes = _git(path, "status", "--porcelain", "--untracked-files=no")
+    return {
+        "mlflow.source.git.commit": commit,
+        "vnnlab.git.dirty": "unknown" if changes is None else str(bool(changes)).lower(),
+    }
+
+
+def _git(path: Path, *args: str) -> str | None:
     try:
         out = subprocess.run(
-            ["git", "-C", str(path), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5
+            ["git", "-C", str(path), *args], capture_output=True, text=True, timeout=5
         )
     except (OSError, subprocess.TimeoutExpired):
         return None
@@ -135,8 +147,13 @@ def tracked_run(
     try:
         yield TrackedRun(client, run.info.run_id, tracking_uri)
         status = RunStatus.FINISHED
-    except (KeyboardInterrupt, SystemExit):  # Lightning turns Ctrl-C into sys.exit(1)
+    except (KeyboardInterrupt, SystemExit) as stop:  # Lightning turns Ctrl-C into sys.exit(1)
         status = RunStatus.KILLED
+        client.set_tag(run.info.run_id, "vnnlab.stopped_by", repr(stop))
+        raise
+    except Exception as error:
+        reason = " ".join(f"{type(error).__name__}: {error}".split())
+        client.set_tag(run.info.run_id, "vnnlab.failure", reason[:5000])
         raise
     finally:
         if in_main_thread:

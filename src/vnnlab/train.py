@@ -8,6 +8,9 @@ import inspect
 import os
 import sys
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import hydra
@@ -19,17 +22,36 @@ from hydra.errors import (
     MissingConfigException,
     OverrideParseException,
 )
+from hydra.types import RunMode
 from hydra.utils import get_class, get_original_cwd, instantiate
+from lightning_fabric.utilities.exceptions import MisconfigurationException
 from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.callbacks import ModelCheckpoint
 
-from vnnlab import tracking
+from vnnlab import sweep, tracking
+from vnnlab.data.base import VNNDataModule
 from vnnlab.errors import BadInputError
+from vnnlab.models.base import VNNModule
 from vnnlab.validate import validate
 
 CONFIG_DIR = str(Path(__file__).parent / "conf")  # a link to the top-level conf/ in a checkout
+LAST_CHECKPOINT = "last.ckpt"
 
 
-def train(cfg: DictConfig) -> tracking.TrackedRun:
+@dataclass(frozen=True)
+class TrainResult:
+    """What a training run leaves in hand: its MLflow ids, the trained model, its data and
+    the test metrics it logged (`test/mse`, ...)."""
+
+    run_id: str
+    experiment_id: str
+    tracking_uri: str
+    model: VNNModule
+    datamodule: VNNDataModule
+    metrics: dict[str, float]
+
+
+def train(cfg: DictConfig) -> TrainResult:
     """Train and test one model on one data set, recorded as one MLflow run.
 
     Raises BadInputError before any run exists when the config or the data is unusable.
@@ -38,63 +60,88 @@ def train(cfg: DictConfig) -> tracking.TrackedRun:
     datamodule, model = _build(cfg)
     run_name, tags = _describe(type(model), datamodule)
     uri = tracking.resolve_tracking_uri(cfg.tracking.uri, _launch_dir())
-    with tracking.tracked_run(uri, cfg.tracking.experiment, run_name, tags) as run:
-        run.log_params(tracking.flatten(OmegaConf.to_container(cfg, resolve=True)))
-        run.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
-        trainer = pl.Trainer(**cfg.trainer, logger=run.lightning_logger())
-        trainer.fit(model, datamodule=datamodule)
-        trainer.test(model, datamodule=datamodule, verbose=False)
-        _log_results(run, trainer, model, datamodule)
-    return run
+    with _checkpoint_folder() as folder:
+        trainer = _trainer(cfg, folder)
+        with tracking.tracked_run(uri, cfg.tracking.experiment, run_name, tags) as run:
+            try:
+                run.log_params(tracking.flatten(OmegaConf.to_container(cfg, resolve=True)))
+                run.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
+                trainer.logger = run.lightning_logger()
+                trainer.fit(model, datamodule=datamodule)
+                [metrics] = trainer.test(model, datamodule=datamodule, verbose=False)
+                metrics |= _log_results(run, trainer, model, datamodule)
+            finally:  # a failed or killed run keeps its last checkpoint too
+                _log_checkpoint(run, folder)
+    return TrainResult(run.run_id, run.experiment_id, uri, model, datamodule, metrics)
 
 
-def _build(cfg: DictConfig) -> tuple[pl.LightningDataModule, pl.LightningModule]:
+def _build(cfg: DictConfig) -> tuple[VNNDataModule, VNNModule]:
     """The data module (loaded, so its sizes are known) and the model sized to fit it."""
     datamodule = _instantiate("data", cfg.data)
-    datamodule.setup("fit")
+    info = datamodule.info()
     model_class = get_class(cfg.model._target_)
-    if model_class.task != datamodule.task:
-        raise BadInputError(
-            f"model={model_class.__name__} is a {model_class.task} model but data="
-            f"{type(datamodule).__name__} is {datamodule.task} data: pick a matching pair"
-        )
+    model_class.check_data(info, OmegaConf.to_container(cfg.model, resolve=True))
+    accepted = inspect.signature(model_class).parameters
+    dims = {key: value for key, value in info.model_dims().items() if key in accepted}
     pl.seed_everything(cfg.seed, verbose=False)  # before the weights are drawn
-    return datamodule, _instantiate("model", cfg.model, **_data_dims(model_class, datamodule))
+    return datamodule, _instantiate("model", cfg.model, **dims)
 
 
-def _log_results(run: tracking.TrackedRun, trainer: pl.Trainer, model, datamodule) -> None:
-    """What a finished run keeps besides its metrics: reference values, figures, checkpoint."""
-    if hasattr(datamodule, "reference_metrics"):  # e.g. the noise floor of synthetic data
-        reference = {f"test/{k}": v for k, v in datamodule.reference_metrics().items()}
-        run.log_metrics(reference, step=trainer.global_step)
+def _trainer(cfg: DictConfig, checkpoint_folder: Path) -> pl.Trainer:
+    """The Trainer, built before the run exists so that Lightning's own refusals are bad input.
+    The run's logger is attached once the run is open."""
+    callbacks = []
+    if cfg.trainer.get("enable_checkpointing", True):
+        every = cfg.checkpoint.every_n_epochs
+        callbacks.append(
+            ModelCheckpoint(checkpoint_folder, save_last=True, save_top_k=0, every_n_epochs=every)
+        )
+    try:
+        return pl.Trainer(**cfg.trainer, logger=False, callbacks=callbacks)
+    except (MisconfigurationException, ValueError, TypeError) as error:
+        raise BadInputError(f"trainer: {_one_line(error)}") from None
+
+
+@contextmanager
+def _checkpoint_folder() -> Iterator[Path]:
+    with tempfile.TemporaryDirectory(prefix="vnnlab-checkpoints-") as folder:
+        yield Path(folder)
+
+
+def _log_results(
+    run: tracking.TrackedRun, trainer: pl.Trainer, model: VNNModule, datamodule: VNNDataModule
+) -> dict[str, float]:
+    """What a finished run keeps besides its metrics: reference values (returned) and figures."""
+    reference = datamodule.reference_metrics(dict(model.hparams))  # e.g. the noise floor
+    reference = {f"test/{k}": v for k, v in reference.items()}
+    run.log_metrics(reference, step=trainer.global_step)
     for name, figure in model.figures(datamodule).items():
         run.log_figure(figure, f"figures/{name}")
-    with tempfile.TemporaryDirectory(prefix="vnnlab-") as scratch:
-        checkpoint = Path(scratch) / "final.ckpt"
-        trainer.save_checkpoint(checkpoint, weights_only=False)  # resumable: optimiser too
+    return reference
+
+
+def _log_checkpoint(run: tracking.TrackedRun, folder: Path) -> None:
+    """The last checkpoint Lightning wrote (weights, optimiser, loop state) → checkpoints/."""
+    checkpoint = folder / LAST_CHECKPOINT
+    if checkpoint.is_file():
         run.log_file(checkpoint, "checkpoints")
 
 
 def _instantiate(group: str, node: DictConfig, **extra):
-    """hydra.utils.instantiate, with a wrong key or value reported as bad input.
+    """hydra.utils.instantiate, with a BadInputError raised inside reported as itself.
 
     `_convert_="all"` hands plain lists and dicts to constructors: OmegaConf containers in
     saved hyper-parameters would not load under torch.load(weights_only=True)."""
     try:
         return instantiate(node, _convert_="all", **extra)
     except InstantiationException as error:
-        cause = error.__cause__
-        if isinstance(cause, BadInputError):
-            raise cause from None
-        if isinstance(cause, TypeError):  # e.g. an unexpected keyword argument
-            raise BadInputError(f"{group}: {cause}") from None
+        if isinstance(error.__cause__, BadInputError):
+            raise error.__cause__ from None
         raise
 
 
-def _data_dims(model_class: type, datamodule: pl.LightningDataModule) -> dict[str, int]:
-    """The sizes the data decides (in_features, out_features, n_train) that the model takes."""
-    accepted = inspect.signature(model_class).parameters
-    return {key: value for key, value in datamodule.dims().items() if key in accepted}
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split())
 
 
 def _launch_dir() -> Path:
@@ -114,9 +161,7 @@ def _describe(model_class: type, datamodule) -> tuple[str, dict[str, str]]:
         model_name, data_name, overrides = model_class.__name__, type(datamodule).__name__, []
     tags = {"vnnlab.model": model_name, "vnnlab.data": data_name}
     tags["hydra.overrides"] = " ".join(overrides)
-    commit = tracking.git_commit(Path(__file__).parent)
-    if commit:
-        tags["mlflow.source.git.commit"] = commit
+    tags |= tracking.git_tags(Path(__file__).parent)
     return " ".join([f"{model_name}-{data_name}", *overrides]), tags
 
 
@@ -125,7 +170,9 @@ COMPOSITION_ERRORS = (ConfigCompositionException, MissingConfigException, Overri
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
-def _hydra_main(cfg: DictConfig) -> None:
+def _hydra_main(cfg: DictConfig) -> dict[str, str] | None:
+    if HydraConfig.get().mode == RunMode.MULTIRUN:
+        return _sweep_job(cfg)
     try:
         run = train(cfg)
     except BadInputError as error:
@@ -136,6 +183,26 @@ def _hydra_main(cfg: DictConfig) -> None:
         f"  open it:  mlflow ui --backend-store-uri {run.tracking_uri}\n"
         f"  then:     http://127.0.0.1:5000/#/experiments/{run.experiment_id}/runs/{run.run_id}"
     )
+    return None
+
+
+def _sweep_job(cfg: DictConfig) -> dict[str, str]:
+    """One job of a multirun. A failure is reported and recorded, never raised: Hydra's basic
+    launcher would stop the sweep at a SystemExit and report only the first exception; the
+    sweep callback (vnnlab.sweep) lists every failed job at the end and exits non-zero."""
+    job = " ".join(HydraConfig.get().overrides.task)
+    try:
+        run = train(cfg)
+    except BadInputError as error:
+        outcome = sweep.JobOutcome(job, "BAD_INPUT", str(error))
+    except Exception as error:  # the run itself ended FAILED with this reason
+        outcome = sweep.JobOutcome(job, "FAILED", f"{type(error).__name__}: {_one_line(error)}")
+    else:
+        outcome = sweep.JobOutcome(job, "FINISHED", "", run.run_id)
+    if outcome.status != "FINISHED":
+        print(f"vnnlab: job [{job}] {outcome.status}: {outcome.reason}", file=sys.stderr)
+    sweep.record(outcome)
+    return outcome.as_dict()
 
 
 def main() -> None:
@@ -149,6 +216,10 @@ def main() -> None:
         text = str(error).split("Config search path")[0]  # drop Hydra's search-path dump
         print("vnnlab: " + " ".join(line.strip() for line in text.splitlines()), file=sys.stderr)
         sys.exit(2)
+    failure = sweep.take_failure()
+    if failure is not None:
+        print(f"vnnlab: {failure}", file=sys.stderr)
+        sys.exit(failure.exit_code)
 
 
 if __name__ == "__main__":

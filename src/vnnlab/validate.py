@@ -1,107 +1,169 @@
 """Check a composed config before anything is built or tracked: bad input is one clear line
-(key, value, allowed range) and exit code 2, with no MLflow run left behind."""
+(key, value, allowed range) and exit code 2, with no MLflow run left behind.
+
+Types and ranges come from where each knob is declared: the annotated signature of the class a
+config group names (`sigma2: Positive = 0.01`, see vnnlab.schema), Lightning's own `Trainer`
+signature, and a few ranges vnnlab adds to Trainer arguments. Values that are wrong together
+are checked by the class itself (`check_args`).
+"""
 
 import inspect
-from collections.abc import Callable
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from functools import cache
 from typing import Any
 
 import pytorch_lightning as pl
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from hydra.utils import get_class
+from omegaconf import DictConfig, OmegaConf
 
-from vnnlab.data.synthetic import FUNCTIONS
-from vnnlab.errors import BadInputError
-from vnnlab.models.base import LR_SCHEDULES, OPTIMIZERS
-from vnnlab.models.bnn import KL_METHODS
-from vnnlab.models.layers import ACTIVATIONS, ESTIMATORS
+from vnnlab.errors import bad_value
+from vnnlab.schema import NonNegative, NonNegativeInt, PositiveInt, Range
 
+# Arguments train() passes from the data (DataInfo.model_dims) rather than from the config.
+DATA_DERIVED = frozenset({"in_features", "out_features", "n_train"})
 
-def _is_int(value: Any, low: int) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= low
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-def positive_int(value: Any) -> bool:
-    return _is_int(value, 1)
-
-
-def positive(value: Any) -> bool:
-    return _is_number(value) and value > 0
-
-
-def probability_like(value: Any) -> bool:
-    return _is_number(value) and 0 <= value < 1
-
-
-def one_of(choices: Any) -> tuple[Callable[[Any], bool], str]:
-    return (lambda value: value in choices), "one of " + " | ".join(choices)
-
-
-def layer_sizes(value: Any) -> bool:
-    return isinstance(value, list | tuple | ListConfig) and all(positive_int(v) for v in value)
-
-
-# key → (check, allowed values as the user reads them). Keys absent from a config are skipped.
-RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
-    "seed": (lambda v: _is_int(v, 0), "an integer ≥ 0"),
-    "model.lr": (positive, "a number > 0"),
-    "model.sigma2": (positive, "a number > 0"),
-    "model.prior_std": (positive, "a number > 0"),
-    "model.rho_init": (_is_number, "a number"),
-    "model.mc_samples": (positive_int, "an integer ≥ 1"),
-    "model.predict_samples": (positive_int, "an integer ≥ 1"),
-    "model.latent_dim": (positive_int, "an integer ≥ 1"),
-    "model.hidden": (layer_sizes, "a list of integers ≥ 1, e.g. [50,50]"),
-    "model.activation": one_of(tuple(ACTIVATIONS)),
-    "model.estimator": one_of(ESTIMATORS),
-    "model.kl": one_of(KL_METHODS),
-    "model.optimizer": one_of(OPTIMIZERS),
-    "model.momentum": (probability_like, "a number in [0, 1)"),
-    "model.lr_schedule": one_of(LR_SCHEDULES),
-    "model.lr_gamma": (lambda v: _is_number(v) and 0 < v <= 1, "a number in (0, 1]"),
-    "data.batch_size": (positive_int, "an integer ≥ 1"),
-    "data.function": one_of(tuple(FUNCTIONS)),
-    "data.input_dim": (positive_int, "an integer ≥ 1"),
-    "data.noise_var": (lambda v: _is_number(v) and v >= 0, "a number ≥ 0"),
-    "data.n_train": (positive_int, "an integer ≥ 1"),
-    "data.n_val": (positive_int, "an integer ≥ 1"),
-    "data.n_test": (positive_int, "an integer ≥ 1"),
+# Ranges vnnlab adds to Lightning's Trainer types (Lightning itself accepts, e.g., -5 epochs).
+TRAINER_RANGES: dict[str, Any] = {
+    "max_epochs": PositiveInt,
+    "max_steps": typing.Annotated[int, Range(low=-1)],  # −1: no limit
+    "check_val_every_n_epoch": PositiveInt | None,
+    "log_every_n_steps": PositiveInt,
+    "num_sanity_val_steps": typing.Annotated[int, Range(low=-1)],  # −1: the whole val set
+    "gradient_clip_val": NonNegative | None,
+    "accumulate_grad_batches": PositiveInt,
+    "devices": PositiveInt | str | list[NonNegativeInt],
+    **{
+        f"limit_{stage}_batches": NonNegativeInt | typing.Annotated[float, Range(0, 1)] | None
+        for stage in ("train", "val", "test", "predict")
+    },
 }
-
-
-def fail(key: str, value: Any, allowed: str) -> BadInputError:
-    return BadInputError(f"{key}={value!r} is not allowed: expected {allowed}")
+TOP_LEVEL = {"seed": NonNegativeInt, "checkpoint.every_n_epochs": PositiveInt}
 
 
 def validate(cfg: DictConfig) -> None:
-    """Raise BadInputError for the first value out of range."""
-    for key, (check, allowed) in RULES.items():
-        value = OmegaConf.select(cfg, key, default=None)
-        if value is not None and not check(value):
-            raise fail(key, value, allowed)
-    _check_combinations(cfg)
-    _check_trainer_keys(cfg)
+    """Raise BadInputError for the first value that is not allowed."""
+    for key, annotation in TOP_LEVEL.items():
+        check_value(key, OmegaConf.select(cfg, key), annotation)
+    for group in ("model", "data"):
+        check_group(group, cfg[group])
+    check_trainer(cfg.trainer)
 
 
-def _check_combinations(cfg: DictConfig) -> None:
-    model, data = cfg.model, cfg.data
-    if model.get("kl") == "monte_carlo" and model.get("estimator") == "local_reparam":
-        raise fail("model.kl", "monte_carlo", "closed_form with model.estimator=local_reparam "
-                   "(the Monte Carlo KL needs sampled weights)")  # fmt: skip
-    if model.get("nesterov") and not (model.get("optimizer") == "sgd" and model.get("momentum")):
-        raise fail("model.nesterov", True, "false unless optimizer=sgd and momentum > 0")
-    if data.get("x_low") is not None and not data.x_low < data.x_high:
-        raise fail("data.x_high", data.x_high, f"a number > data.x_low={data.x_low}")
-    if data.get("gap") is not None:
-        gap = list(data.gap)
-        if not (len(gap) == 2 and data.x_low < gap[0] < gap[1] < data.x_high):
-            raise fail("data.gap", gap, f"[a, b] with {data.x_low} < a < b < {data.x_high}")
+def check_group(group: str, node: DictConfig) -> None:
+    """Every key of a `_target_` node against the annotated signature of its class."""
+    target = node.get("_target_")
+    try:
+        cls = get_class(target)
+    except Exception as error:  # Hydra wraps import failures in several types
+        raise bad_value(f"{group}._target_", target, "an importable class") from error
+    args = {k: v for k, v in OmegaConf.to_container(node, resolve=True).items() if k != "_target_"}
+    hints = signature_hints(cls)
+    if group == "model":
+        hints = {k: v for k, v in hints.items() if k not in DATA_DERIVED}
+    for key, value in args.items():
+        if key not in hints:
+            allowed = ", ".join(hints)
+            raise bad_value(f"{group}.{key}", value, f"a key of {cls.__name__}: {allowed}")
+        check_value(f"{group}.{key}", value, hints[key])
+    cls.check_args(args)
 
 
-def _check_trainer_keys(cfg: DictConfig) -> None:
-    allowed = set(inspect.signature(pl.Trainer.__init__).parameters) - {"self", "logger"}
-    for key in cfg.trainer:
-        if key not in allowed:
-            raise fail(f"trainer.{key}", cfg.trainer[key], "a pytorch_lightning.Trainer argument")
+def check_trainer(node: DictConfig) -> None:
+    hints = trainer_hints()
+    for key, value in OmegaConf.to_container(node, resolve=True).items():
+        if key not in hints:
+            raise bad_value(f"trainer.{key}", value, "a pytorch_lightning.Trainer argument")
+        check_value(f"trainer.{key}", value, TRAINER_RANGES.get(key, hints[key]))
+
+
+@cache
+def trainer_hints() -> dict[str, Any]:
+    hints = typing.get_type_hints(pl.Trainer.__init__)
+    hints.pop("return", None)
+    hints.pop("logger", None)  # vnnlab's: the run's MLflow logger
+    return hints
+
+
+def signature_hints(cls: type) -> dict[str, Any]:
+    """Annotations of cls.__init__ and of each vnnlab __init__ up the MRO that a `**kwargs`
+    passes arguments on to: exactly the keys the class accepts."""
+    hints: dict[str, Any] = {}
+    for init in _forwarding_inits(cls):
+        annotations = typing.get_type_hints(init, include_extras=True)
+        for name, parameter in inspect.signature(init).parameters.items():
+            if parameter.kind not in (parameter.VAR_KEYWORD, parameter.VAR_POSITIONAL):
+                hints.setdefault(name, annotations.get(name, Any))  # a subclass's wins
+    hints.pop("self", None)
+    return hints
+
+
+def _forwarding_inits(cls: type) -> list[Any]:
+    inits = []
+    for klass in cls.__mro__:
+        init = klass.__dict__.get("__init__")
+        if init is None or not klass.__module__.startswith("vnnlab"):
+            continue
+        inits.append(init)
+        kinds = {p.kind for p in inspect.signature(init).parameters.values()}
+        if inspect.Parameter.VAR_KEYWORD not in kinds:
+            break  # nothing more reaches the classes above
+    return inits
+
+
+def check_value(key: str, value: Any, annotation: Any) -> None:
+    if not allows(annotation, value):
+        raise bad_value(key, value, describe(annotation))
+
+
+def allows(annotation: Any, value: Any) -> bool:
+    """Whether a plain config value (number, string, bool, None, list) fits the annotation."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if annotation is Any or annotation is inspect.Parameter.empty:
+        return True
+    if origin is typing.Annotated:
+        ranges = [a for a in args[1:] if isinstance(a, Range)]
+        return allows(args[0], value) and all(r.allows(value) for r in ranges)
+    if origin is typing.Literal:
+        return any(value == a and type(value) is type(a) for a in args)
+    if origin in (typing.Union, types.UnionType):
+        return any(allows(member, value) for member in args)
+    if annotation is type(None) or annotation is None:
+        return value is None
+    if annotation is bool:
+        return isinstance(value, bool)
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if annotation is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if annotation is str:
+        return isinstance(value, str)
+    if origin in (list, tuple, Sequence, typing.Sequence) or annotation in (list, tuple):
+        item = args[0] if args else Any
+        return isinstance(value, list | tuple) and all(allows(item, v) for v in value)
+    if origin in (dict, Mapping) or annotation is dict:
+        return isinstance(value, dict)
+    if isinstance(annotation, type):
+        return isinstance(value, annotation)
+    return True  # an annotation vnnlab cannot read: Lightning or the class will judge
+
+
+def describe(annotation: Any) -> str:
+    """The allowed values as a user reads them: "a number > 0", "one of relu | tanh"."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is typing.Annotated:
+        ranges = " and ".join(r.describe() for r in args[1:] if isinstance(r, Range))
+        return f"{describe(args[0])} {ranges}".strip()
+    if origin is typing.Literal:
+        return "one of " + " | ".join(str(a) for a in args)
+    if origin in (typing.Union, types.UnionType):
+        members = [describe(m) for m in args if m is not type(None)]
+        none = " or null" if type(None) in args else ""
+        return " or ".join(dict.fromkeys(members)) + none
+    names = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+    if annotation in names:
+        return names[annotation]
+    if origin in (list, tuple, Sequence, typing.Sequence):
+        return f"a list of {describe(args[0]) if args else 'values'}, e.g. [50,50]"
+    return getattr(annotation, "__name__", str(annotation))

@@ -2,14 +2,15 @@
 
 from pathlib import Path
 
-import pytorch_lightning as pl
 import torch
 from torch import Tensor
 from torchvision.datasets import MNIST
 from torchvision.datasets.mnist import read_image_file, read_label_file
 
+from vnnlab.data.base import DataInfo, VNNDataModule
 from vnnlab.data.batches import TensorBatches
 from vnnlab.errors import BadInputError
+from vnnlab.schema import NonNegativeInt, PositiveInt
 
 IMAGE_SIDE = 28
 N_CLASSES = 10
@@ -104,21 +105,19 @@ def check_contents(folder: Path, train: bool, images: Tensor, labels: Tensor) ->
         raise BadInputError(f"MNIST file {label_file} holds labels outside 0..{N_CLASSES - 1}")
 
 
-class MNISTDataModule(pl.LightningDataModule):
+class MNISTDataModule(VNNDataModule):
     """The official 60k/10k MNIST; `n_val` training images, drawn by `seed`, form validation.
 
     Images stay uint8 in memory (47 MB); each batch is an index slice converted on its own.
     """
 
-    task = "classification"
-
     def __init__(
         self,
         root: str = "data",
         download: bool = False,
-        n_val: int = 5000,
-        batch_size: int = 128,
-        seed: int = 0,
+        n_val: PositiveInt = 5000,
+        batch_size: PositiveInt = 128,
+        seed: NonNegativeInt = 0,
     ):
         super().__init__()
         self.root = root
@@ -129,11 +128,22 @@ class MNISTDataModule(pl.LightningDataModule):
         self.split_indices: dict[str, Tensor] = {}
         self.splits: dict[str, tuple[Tensor, Tensor]] = {}
 
-    def dims(self) -> dict[str, int]:
+    def info(self) -> DataInfo:
         # n_train counts the images actually read (60000 - n_val for the official files).
         self.setup()
-        n_train = len(self.splits["train"][0])
-        return {"in_features": IMAGE_SIDE**2, "out_features": N_CLASSES, "n_train": n_train}
+        return DataInfo(
+            in_features=IMAGE_SIDE**2,
+            n_train=len(self.splits["train"][0]),
+            target="class",
+            out_features=N_CLASSES,
+            image_shape=(IMAGE_SIDE, IMAGE_SIDE),
+            unit_interval=True,
+        )
+
+    def split(self, name: str) -> tuple[Tensor, Tensor]:
+        """A whole split as model inputs: (N, 784) float32 in [0, 1], (N,) int64."""
+        self.setup()
+        return to_model_inputs(self.splits[name])
 
     def setup(self, stage: str | None = None) -> None:
         if self.splits:

@@ -1,42 +1,77 @@
 """What every vnnlab model shares: optimiser and schedule from plain numbers, the {stage}/{term}
-logging contract, and a test pass that computes its metrics once on the whole test set."""
+logging contract, stateful evaluation metrics, and a stop at the first non-finite loss."""
 
-from typing import Any
+from collections.abc import Mapping
+from typing import Annotated, Any, ClassVar, Literal
 
 import pytorch_lightning as pl
 import torch
 from matplotlib.figure import Figure
 from torch import Tensor
+from torchmetrics import MeanMetric, Metric
 
-OPTIMIZERS = ("adam", "sgd")
-LR_SCHEDULES = ("none", "cosine", "exponential")
+from vnnlab.data.base import DataInfo, Target, VNNDataModule
+from vnnlab.errors import BadInputError, bad_value
+from vnnlab.schema import Positive, Range
+
+Optimizer = Literal["adam", "sgd"]
+LRSchedule = Literal["none", "cosine", "exponential"]
+Momentum = Annotated[float, Range(low=0, high=1, high_open=True)]  # [0, 1)
+DecayFactor = Annotated[float, Range(low=0, high=1, low_open=True)]  # (0, 1]
+
+
+class NonFiniteLossError(ArithmeticError):
+    """The training loss became NaN or infinite: the run stops at once and ends FAILED."""
 
 
 class VNNModule(pl.LightningModule):
-    """Subclasses set `task`, build their network in __init__ and implement:
+    """Subclasses set `needs_target`, build their network in __init__ and implement:
 
-    - `_step(batch, stage) -> dict[str, Tensor]`: the training terms, "loss" among them;
-    - `predict_batch(batch) -> dict[str, Tensor]`: per-example predictions for the test metrics;
-    - `test_metrics(predictions) -> dict[str, Tensor]`: metrics over the concatenated test set;
-    - `figures(datamodule) -> dict[str, Figure]` (optional): artifacts for the run.
+    - `training_terms(batch) -> dict[str, Tensor]`: scalar terms of the training objective,
+      "loss" (what the optimiser minimises) among them; logged as train/<term> epoch means;
+    - `evaluate(batch, stage) -> dict[str, Tensor | tuple]`: for val and test. A (B,) tensor is
+      one value per example, averaged over the whole split by a torchmetrics MeanMetric; a tuple
+      holds the update arguments of a metric that `special_metrics` declares (e.g. ECE);
+    - `special_metrics(stage)`, `derived_metrics(values)` (optional): metrics that are not
+      means over examples, and values computed from the others (e.g. rmse = √mse);
+    - `figures(data) -> dict[str, Figure]` (optional): artifacts drawn from the data module.
     """
 
-    task: str
+    needs_target: ClassVar[Target]  # the targets it trains on; None: inputs only
 
     def __init__(
         self,
-        lr: float = 1e-3,
-        optimizer: str = "adam",
-        momentum: float = 0.0,
+        lr: Positive = 1e-3,
+        optimizer: Optimizer = "adam",
+        momentum: Momentum = 0.0,
         nesterov: bool = False,
-        lr_schedule: str = "cosine",
-        lr_gamma: float = 0.95,
+        lr_schedule: LRSchedule = "cosine",
+        lr_gamma: DecayFactor = 0.95,
     ):
         super().__init__()
         self.optim = {"lr": lr, "optimizer": optimizer, "momentum": momentum, "nesterov": nesterov}
         self.schedule = {"name": lr_schedule, "gamma": lr_gamma}
-        self.test_predictions: dict[str, Tensor] = {}
-        self._test_batches: list[dict[str, Tensor]] = []
+        self._metrics: dict[str, dict[str, Metric]] = {}
+
+    # --- what a model says about its inputs -------------------------------------------------
+
+    @classmethod
+    def check_args(cls, args: Mapping[str, Any]) -> None:
+        """Raise BadInputError for values that are wrong together."""
+        if args.get("nesterov") and not (args.get("optimizer") == "sgd" and args.get("momentum")):
+            raise bad_value("model.nesterov", True, "false unless optimizer=sgd and momentum > 0")
+
+    @classmethod
+    def check_data(cls, info: DataInfo, args: Mapping[str, Any]) -> None:
+        """Raise BadInputError when this model cannot train on data described by `info`."""
+        if cls.needs_target is not None and info.target != cls.needs_target:
+            offered = f"{info.target} targets" if info.target else "inputs only"
+            raise BadInputError(
+                f"model={cls.__name__} trains on data with {cls.needs_target} targets, but this "
+                f"data set has {offered}: pick a matching pair"
+            )
+
+    # --- optimisation -----------------------------------------------------------------------
 
     def configure_optimizers(self) -> Any:
         optimizer = self._optimizer()
@@ -66,49 +101,82 @@ class VNNModule(pl.LightningModule):
             return {"scheduler": decay, "interval": "epoch"}
         return None
 
-    def _step(self, batch: tuple[Tensor, ...], stage: str) -> dict[str, Tensor]:
+    # --- the hooks subclasses implement -----------------------------------------------------
+
+    def training_terms(self, batch: tuple[Tensor, ...]) -> dict[str, Tensor]:
         raise NotImplementedError
 
-    def predict_batch(self, batch: tuple[Tensor, ...]) -> dict[str, Tensor]:
+    def evaluate(self, batch: tuple[Tensor, ...], stage: str) -> dict[str, Any]:
         raise NotImplementedError
 
-    def test_metrics(self, predictions: dict[str, Tensor]) -> dict[str, Tensor]:
-        raise NotImplementedError
-
-    def figures(self, datamodule: pl.LightningDataModule) -> dict[str, Figure]:
+    def special_metrics(self, stage: str) -> dict[str, Metric]:
         return {}
 
-    def _log_terms(self, batch: tuple[Tensor, ...], stage: str) -> Tensor:
-        terms = self._step(batch, stage)
-        # Epoch means only: per-step logging costs +49% (DESIGN.md, measured traps).
-        self.log_dict(
-            {f"{stage}/{name}": value.detach() for name, value in terms.items()},
-            on_step=False,
-            on_epoch=True,
-            prog_bar=stage != "train",
-            batch_size=len(batch[0]),
-        )
-        return terms["loss"]
+    def derived_metrics(self, values: dict[str, Tensor]) -> dict[str, Tensor]:
+        return {}
+
+    def figures(self, data: VNNDataModule) -> dict[str, Figure]:
+        return {}
+
+    # --- Lightning's loop -------------------------------------------------------------------
 
     def training_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> Tensor:
-        return self._log_terms(batch, "train")
+        terms = self.training_terms(batch)
+        loss = terms["loss"]
+        if not torch.isfinite(loss):
+            raise NonFiniteLossError(
+                f"train/loss became {loss.item()} at step {self.global_step} "
+                f"(epoch {self.current_epoch}, batch {batch_idx})"
+            )
+        # Epoch means only: per-step logging costs +49% (DESIGN.md, measured traps).
+        self.log_dict(
+            {f"train/{name}": value.detach() for name, value in terms.items()},
+            on_step=False,
+            on_epoch=True,
+            batch_size=len(batch[0]),
+        )
+        return loss
 
-    def validation_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> Tensor:
-        return self._log_terms(batch, "val")
+    def on_validation_epoch_start(self) -> None:
+        self._reset_metrics("val")
+
+    def validation_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> None:
+        self._update_metrics("val", batch)
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_metrics("val")
 
     def on_test_epoch_start(self) -> None:
-        self._test_batches = []
+        self._reset_metrics("test")
 
     def test_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> None:
-        self._test_batches.append(
-            {k: v.detach().cpu() for k, v in self.predict_batch(batch).items()}
-        )
+        self._update_metrics("test", batch)
 
     def on_test_epoch_end(self) -> None:
-        # Whole-test-set metrics (RMSE, ECE, coverage are not means of batch means).
-        self.test_predictions = {
-            key: torch.cat([b[key] for b in self._test_batches]) for key in self._test_batches[0]
+        self._log_metrics("test")
+
+    # --- evaluation metrics over a whole split ----------------------------------------------
+
+    def _reset_metrics(self, stage: str) -> None:
+        # Fresh objects each epoch, kept out of the state dict (they hold no learnt state).
+        self._metrics[stage] = {
+            name: metric.to(self.device) for name, metric in self.special_metrics(stage).items()
         }
-        self._test_batches = []
-        metrics = self.test_metrics(self.test_predictions)
-        self.log_dict({f"test/{name}": value for name, value in metrics.items()})
+
+    @torch.no_grad()
+    def _update_metrics(self, stage: str, batch: tuple[Tensor, ...]) -> None:
+        metrics = self._metrics[stage]
+        for name, value in self.evaluate(batch, stage).items():
+            if isinstance(value, tuple):
+                metrics[name].update(*value)
+                continue
+            if name not in metrics:
+                metrics[name] = MeanMetric().to(self.device)
+            metrics[name].update(value.detach())
+
+    def _log_metrics(self, stage: str) -> None:
+        values = {name: metric.compute() for name, metric in self._metrics.pop(stage).items()}
+        values |= self.derived_metrics(values)
+        self.log_dict(
+            {f"{stage}/{name}": value for name, value in values.items()}, prog_bar=stage == "val"
+        )

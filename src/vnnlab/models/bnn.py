@@ -3,22 +3,35 @@
 q_η(θ) = N(μ, diag softplus(ρ)²), prior π = N(0, s² I); minimise
 F̂(η) = (1/M) Σ_m [log q_η(θ⁽ᵐ⁾) − log π(θ⁽ᵐ⁾) − log ℓ(Y | θ⁽ᵐ⁾)] with θ⁽ᵐ⁾ = μ + softplus(ρ) ⊙ ξ⁽ᵐ⁾
 redrawn at every step. All M samples go through the network in one batched pass.
+
+Logged terms, per training point (F̂/N, see losses.negative_elbo_per_point): `loss` = −`elbo`
+= `expected_nll` + `kl`. At val and test the same terms come from the S = `predict_samples`
+draws that also give the predictive metrics (`nll`, `mse`, `acc`, ... of models.tasks).
 """
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
 
-import torch
 from torch import Tensor
 
-from vnnlab.models.layers import BayesianMLP
-from vnnlab.models.losses import categorical_nll, gaussian_nll, mixture_nll, negative_elbo_per_point
+from vnnlab.errors import bad_value
+from vnnlab.models.layers import Activation, BayesianMLP, Estimator
+from vnnlab.models.losses import categorical_nll, gaussian_nll, negative_elbo_per_point
 from vnnlab.models.tasks import ClassificationModule, RegressionModule
+from vnnlab.schema import Positive, PositiveInt
 
-KL_METHODS = ("closed_form", "monte_carlo")
+KLMethod = Literal["closed_form", "monte_carlo"]
 
 
 class BayesByBackprop:
     """The variational part shared by both BNNs; mixed in before a task module."""
+
+    @classmethod
+    def check_args(cls, args: Mapping[str, Any]) -> None:
+        super().check_args(args)
+        if args.get("kl") == "monte_carlo" and args.get("estimator") == "local_reparam":
+            raise bad_value("model.kl", "monte_carlo", "closed_form with model.estimator="
+                            "local_reparam (the Monte Carlo KL needs sampled weights)")  # fmt: skip
 
     def _build_network(
         self,
@@ -42,16 +55,19 @@ class BayesByBackprop:
         self.kl_method = kl
         self.predict_samples = predict_samples
 
-    def _elbo_terms(self, nll: Tensor) -> dict[str, Tensor]:
-        """nll: (M, B) −log ℓ(yᵢ | θ⁽ᵐ⁾) of the samples just drawn."""
-        return negative_elbo_per_point(nll, self.net.kl(self.kl_method), self.n_train)
+    def _elbo_terms(self, nll_per_draw: Tensor) -> dict[str, Tensor]:
+        """nll_per_draw: (M, B) −log ℓ(yᵢ | θ⁽ᵐ⁾) of the draws just made → (B,) terms."""
+        return negative_elbo_per_point(nll_per_draw, self.net.kl(self.kl_method), self.n_train)
+
+    def _training_terms(self, nll_per_draw: Tensor) -> dict[str, Tensor]:
+        return {name: value.mean() for name, value in self._elbo_terms(nll_per_draw).items()}
 
 
 class BNNRegressor(BayesByBackprop, RegressionModule):
     """Gaussian likelihood y = f_θ(x) + ε, ε ~ N(0, σ² I) with σ² = `sigma2` fixed.
 
     Predictive (S = `predict_samples` draws): mean (1/S) Σ_s f_θ⁽ˢ⁾(x); variance = the spread of
-    the f_θ⁽ˢ⁾(x) (epistemic) + σ² (noise); `test/nll` = −log (1/S) Σ_s N(y; f_θ⁽ˢ⁾(x), σ²).
+    the f_θ⁽ˢ⁾(x) (epistemic) + σ² (noise); `nll` = −log (1/S) Σ_s N(y; f_θ⁽ˢ⁾(x), σ²).
     """
 
     def __init__(
@@ -59,47 +75,36 @@ class BNNRegressor(BayesByBackprop, RegressionModule):
         in_features: int,
         out_features: int,
         n_train: int,
-        hidden: Sequence[int] = (50, 50),
-        activation: str = "tanh",
-        sigma2: float = 0.01,
-        prior_std: float = 1.0,
+        hidden: Sequence[PositiveInt] = (50, 50),
+        activation: Activation = "tanh",
+        sigma2: Positive = 0.01,
+        prior_std: Positive = 1.0,
         rho_init: float = -6.0,
-        estimator: str = "weights",
-        mc_samples: int = 1,
-        kl: str = "closed_form",
-        predict_samples: int = 100,
-        lr: float = 3e-3,
+        estimator: Estimator = "weights",
+        mc_samples: PositiveInt = 1,
+        kl: KLMethod = "closed_form",
+        predict_samples: PositiveInt = 100,
+        lr: Positive = 3e-3,
         **optim,
     ):
         super().__init__(lr=lr, **optim)
         self.save_hyperparameters(logger=False)
-        self.sigma2 = sigma2
+        self.noise_var = sigma2
         self._build_network(
             in_features, out_features, n_train, hidden, activation,
             prior_std, rho_init, estimator, mc_samples, kl, predict_samples,
         )  # fmt: skip
 
-    def _step(self, batch: tuple[Tensor, ...], stage: str) -> dict[str, Tensor]:
+    def training_terms(self, batch: tuple[Tensor, ...]) -> dict[str, Tensor]:
         x, y = batch
         f = self.net(x, self.mc_samples)  # (M, B, q)
-        terms = self._elbo_terms(gaussian_nll(y, f, self.sigma2))
-        terms["mse"] = ((y - f) ** 2).sum(dim=-1).mean()
-        return terms
+        return self._training_terms(gaussian_nll(y, f, self.noise_var))
 
-    def _predictive(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """S draws f_θ⁽ˢ⁾(x) (S, B, q), their mean and the predictive variance (B, q)."""
-        f = self.net(x, self.predict_samples)
-        return f, f.mean(dim=0), f.var(dim=0, unbiased=False) + self.sigma2
+    def predictive_draws(self, x: Tensor) -> Tensor:
+        return self.net(x, self.predict_samples)  # (S, B, q)
 
-    def predict(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        _, mean, var = self._predictive(x)
-        return mean, var
-
-    def predict_batch(self, batch: tuple[Tensor, ...]) -> dict[str, Tensor]:
-        x, y = batch
-        f, mean, var = self._predictive(x)
-        nll = mixture_nll(gaussian_nll(y, f, self.sigma2))
-        return {"y": y, "mean": mean, "var": var, "nll": nll}
+    def objective_terms(self, nll_per_draw: Tensor) -> dict[str, Tensor]:
+        return self._elbo_terms(nll_per_draw)
 
 
 class BNNClassifier(BayesByBackprop, ClassificationModule):
@@ -110,14 +115,14 @@ class BNNClassifier(BayesByBackprop, ClassificationModule):
         in_features: int,
         out_features: int,
         n_train: int,
-        hidden: Sequence[int] = (400, 400),
-        activation: str = "relu",
-        prior_std: float = 1.0,
+        hidden: Sequence[PositiveInt] = (400, 400),
+        activation: Activation = "relu",
+        prior_std: Positive = 1.0,
         rho_init: float = -6.0,
-        estimator: str = "weights",
-        mc_samples: int = 1,
-        kl: str = "closed_form",
-        predict_samples: int = 20,
+        estimator: Estimator = "weights",
+        mc_samples: PositiveInt = 1,
+        kl: KLMethod = "closed_form",
+        predict_samples: PositiveInt = 20,
         **optim,
     ):
         super().__init__(**optim)
@@ -127,12 +132,13 @@ class BNNClassifier(BayesByBackprop, ClassificationModule):
             prior_std, rho_init, estimator, mc_samples, kl, predict_samples,
         )  # fmt: skip
 
-    def _step(self, batch: tuple[Tensor, ...], stage: str) -> dict[str, Tensor]:
+    def training_terms(self, batch: tuple[Tensor, ...]) -> dict[str, Tensor]:
         x, labels = batch
         logits = self.net(x, self.mc_samples)  # (M, B, K)
-        terms = self._elbo_terms(categorical_nll(labels, logits))
-        terms["acc"] = (logits.softmax(dim=-1).mean(dim=0).argmax(dim=-1) == labels).float().mean()
-        return terms
+        return self._training_terms(categorical_nll(labels, logits))
 
-    def predict_proba(self, x: Tensor) -> Tensor:
-        return torch.softmax(self.net(x, self.predict_samples), dim=-1).mean(dim=0)
+    def predictive_logits(self, x: Tensor) -> Tensor:
+        return self.net(x, self.predict_samples)  # (S, B, K)
+
+    def objective_terms(self, nll_per_draw: Tensor, nll: Tensor) -> dict[str, Tensor]:
+        return self._elbo_terms(nll_per_draw)

@@ -2,6 +2,7 @@
 
 import math
 from collections.abc import Sequence
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -10,7 +11,8 @@ from torch import Tensor, nn
 from vnnlab.models.losses import gaussian_kl, sampled_log_ratio
 
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "identity": nn.Identity}
-ESTIMATORS = ("weights", "local_reparam")
+Activation = Literal["relu", "tanh", "identity"]
+Estimator = Literal["weights", "local_reparam"]
 
 
 def make_mlp(

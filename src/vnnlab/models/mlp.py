@@ -2,60 +2,61 @@
 
 from collections.abc import Sequence
 
-import torch
-import torch.nn.functional as F
 from torch import Tensor
 
-from vnnlab.models.layers import make_mlp
+from vnnlab.models.layers import Activation, make_mlp
+from vnnlab.models.losses import categorical_nll, squared_error
 from vnnlab.models.tasks import ClassificationModule, RegressionModule
+from vnnlab.schema import Positive, PositiveInt
 
 
 class MLPRegressor(RegressionModule):
-    """f_θ: ℝⁿ → ℝ^q, loss = mean over the batch of ‖y − f_θ(x)‖²."""
+    """f_θ: ℝⁿ → ℝ^q, loss = mean over the batch of ‖y − f_θ(x)‖²; its predictive is f_θ(x)
+    alone (one draw, no density, so no nll or coverage)."""
 
     def __init__(
         self,
         in_features: int,
         out_features: int,
-        hidden: Sequence[int] = (50, 50),
-        activation: str = "tanh",
-        lr: float = 3e-3,
+        hidden: Sequence[PositiveInt] = (50, 50),
+        activation: Activation = "tanh",
+        lr: Positive = 3e-3,
         **optim,
     ):
         super().__init__(lr=lr, **optim)
         self.save_hyperparameters(logger=False)
         self.net = make_mlp(in_features, hidden, out_features, activation)
 
-    def _step(self, batch: tuple[Tensor, ...], stage: str) -> dict[str, Tensor]:
+    def training_terms(self, batch: tuple[Tensor, ...]) -> dict[str, Tensor]:
         x, y = batch
-        mse = ((y - self.net(x)) ** 2).sum(dim=-1).mean()
+        mse = squared_error(y, self.net(x)).mean()
         return {"loss": mse, "mse": mse}
 
-    def predict(self, x: Tensor) -> tuple[Tensor, None]:
-        return self.net(x), None
+    def predictive_draws(self, x: Tensor) -> Tensor:
+        return self.net(x).unsqueeze(0)  # (1, B, q)
 
 
 class MLPClassifier(ClassificationModule):
-    """Softmax MLP trained by cross-entropy."""
+    """Softmax MLP trained by cross-entropy (the categorical negative log-likelihood)."""
 
     def __init__(
         self,
         in_features: int,
         out_features: int,
-        hidden: Sequence[int] = (400, 400),
-        activation: str = "relu",
+        hidden: Sequence[PositiveInt] = (400, 400),
+        activation: Activation = "relu",
         **optim,
     ):
         super().__init__(**optim)
         self.save_hyperparameters(logger=False)
         self.net = make_mlp(in_features, hidden, out_features, activation)
 
-    def _step(self, batch: tuple[Tensor, ...], stage: str) -> dict[str, Tensor]:
+    def training_terms(self, batch: tuple[Tensor, ...]) -> dict[str, Tensor]:
         x, labels = batch
         logits = self.net(x)
-        loss = F.cross_entropy(logits, labels)
-        acc = (logits.argmax(dim=1) == labels).float().mean()
-        return {"loss": loss, "nll": loss, "acc": acc}
+        nll = categorical_nll(labels, logits).mean()
+        acc = (logits.argmax(dim=-1) == labels).float().mean()
+        return {"loss": nll, "nll": nll, "acc": acc}
 
-    def predict_proba(self, x: Tensor) -> Tensor:
-        return torch.softmax(self.net(x), dim=-1)
+    def predictive_logits(self, x: Tensor) -> Tensor:
+        return self.net(x).unsqueeze(0)  # (1, B, K)

@@ -1,92 +1,199 @@
-"""Task heads: the test metrics and figures of regression and classification, shared by the
-deterministic and the Bayesian models so that `test/nll` means the same thing in both."""
+"""Task heads: the evaluation metrics and figures of regression and classification, shared by
+the deterministic and the Bayesian models so that a metric name means one quantity in both.
 
-import pytorch_lightning as pl
+Every model of a task describes its predictive by S draws (S = 1 for a deterministic model):
+`nll` is −log of the predictive density (1/S) Σ_s p(y | θ⁽ˢ⁾), `mse` the squared error of the
+predictive mean, `acc` the accuracy of the predictive probabilities; at val and at test alike.
+"""
+
+import inspect
+from collections.abc import Mapping
+from typing import Any
+
 import torch
 from matplotlib.figure import Figure
 from torch import Tensor
-from torchmetrics.functional.classification import multiclass_calibration_error
+from torchmetrics import Metric
+from torchmetrics.classification import MulticlassCalibrationError
 
 from vnnlab import plots
+from vnnlab.data.base import DataInfo, VNNDataModule
+from vnnlab.errors import bad_value
 from vnnlab.models.base import VNNModule
-from vnnlab.models.losses import coverage
+from vnnlab.models.losses import (
+    categorical_nll,
+    coverage,
+    gaussian_nll,
+    mixture_nll,
+    principal_subspace,
+    reconstruction_mse,
+    squared_error,
+)
 
 ECE_BINS = 15
+PREDICT_CHUNK = 4096  # rows per forward pass when a figure predicts a whole split
+FIGURE_EXAMPLES = 10  # test examples shown beside their reconstructions
 
 
 class RegressionModule(VNNModule):
-    """Subclasses implement `predict(x) -> (mean, var or None)` and, if they have a predictive
-    density, put per-point `nll` into `predict_batch`."""
+    """Subclasses implement `predictive_draws(x) -> (S, B, q)` and set `noise_var`: the
+    likelihood's σ², or None for a model without a predictive density (a plain MLP)."""
 
-    task = "regression"
+    needs_target = "real"
+    noise_var: float | None = None
 
-    def predict(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
+    def predictive_draws(self, x: Tensor) -> Tensor:
         raise NotImplementedError
 
-    def predict_batch(self, batch: tuple[Tensor, ...]) -> dict[str, Tensor]:
-        x, y = batch
-        mean, var = self.predict(x)
-        return {"y": y, "mean": mean} | ({} if var is None else {"var": var})
+    def predict(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
+        """Predictive mean (B, q) and variance (B, q): the spread of the S draws (epistemic)
+        plus σ² (noise); None for a model without a predictive density."""
+        draws = self.predictive_draws(x)
+        if self.noise_var is None:
+            return draws.mean(dim=0), None
+        return draws.mean(dim=0), draws.var(dim=0, unbiased=False) + self.noise_var
 
-    def test_metrics(self, predictions: dict[str, Tensor]) -> dict[str, Tensor]:
-        y, mean = predictions["y"], predictions["mean"]
-        mse = ((y - mean) ** 2).sum(dim=-1).mean()
-        metrics = {"mse": mse, "rmse": mse.sqrt()}
-        if "var" in predictions:
-            metrics["coverage95"] = coverage(y, mean, predictions["var"])
-        if "nll" in predictions:
-            metrics["nll"] = predictions["nll"].mean()
-        return metrics
+    def evaluate(self, batch: tuple[Tensor, ...], stage: str) -> dict[str, Any]:
+        x, y = batch
+        draws = self.predictive_draws(x)  # (S, B, q)
+        mean = draws.mean(dim=0)
+        values = {"mse": squared_error(y, mean)}
+        if self.noise_var is None:
+            return values | {"loss": values["mse"]}  # the MLP's loss is its squared error
+        var = draws.var(dim=0, unbiased=False) + self.noise_var
+        nll_per_draw = gaussian_nll(y, draws, self.noise_var)  # (S, B)
+        values |= {"nll": mixture_nll(nll_per_draw), "coverage95": coverage(y, mean, var)}
+        return values | self.objective_terms(nll_per_draw)
+
+    def objective_terms(self, nll_per_draw: Tensor) -> dict[str, Tensor]:
+        """Per-example terms of the training objective evaluated on held-out data."""
+        return {}
+
+    def derived_metrics(self, values: dict[str, Tensor]) -> dict[str, Tensor]:
+        return {"rmse": values["mse"].sqrt()}
 
     @torch.no_grad()
-    def figures(self, datamodule: pl.LightningDataModule) -> dict[str, Figure]:
-        if datamodule.dims()["in_features"] != 1 or not hasattr(datamodule, "true_function"):
+    def figures(self, data: VNNDataModule) -> dict[str, Figure]:
+        info = data.info()
+        if info.in_features != 1 or info.true_function is None or info.input_range is None:
             return {}  # the fit figure needs a 1-D input and a known f
-        x_train, y_train = datamodule.splits["train"]
-        margin = 0.1 * (datamodule.x_high - datamodule.x_low)
-        grid = torch.linspace(datamodule.x_low - margin, datamodule.x_high + margin, 400).unsqueeze(
-            1
-        )
+        x_train, y_train = data.split("train")
+        low, high = info.input_range
+        margin = 0.1 * (high - low)
+        grid = torch.linspace(low - margin, high + margin, 400).unsqueeze(1)  # (400, 1)
         mean, var = self.predict(grid.to(self.device))
         sd = None if var is None else var.sqrt().cpu()
         figure = plots.regression_fit(
-            x_train,
-            y_train,
-            grid,
-            datamodule.true_function(grid),
-            mean.cpu(),
-            sd,
-            gap=datamodule.gap,
+            x_train, y_train, grid, info.true_function(grid), mean.cpu(), sd, gap=info.gap
         )
         return {"fit.png": figure}
 
 
 class ClassificationModule(VNNModule):
-    """Subclasses implement `predict_proba(x) -> (B, K)` class probabilities."""
+    """Subclasses implement `predictive_logits(x) -> (S, B, K)`."""
 
-    task = "classification"
+    needs_target = "class"
 
-    def predict_proba(self, x: Tensor) -> Tensor:
+    def predictive_logits(self, x: Tensor) -> Tensor:
         raise NotImplementedError
 
-    def predict_batch(self, batch: tuple[Tensor, ...]) -> dict[str, Tensor]:
+    def predict_proba(self, x: Tensor) -> Tensor:
+        """(B, K): the mean of the S sampled softmaxes."""
+        return self.predictive_logits(x).softmax(dim=-1).mean(dim=0)
+
+    def special_metrics(self, stage: str) -> dict[str, Metric]:
+        classes = self.hparams["out_features"]
+        return {"ece": MulticlassCalibrationError(classes, n_bins=ECE_BINS, norm="l1")}
+
+    def evaluate(self, batch: tuple[Tensor, ...], stage: str) -> dict[str, Any]:
         x, labels = batch
-        return {"labels": labels, "probs": self.predict_proba(x)}
-
-    def test_metrics(self, predictions: dict[str, Tensor]) -> dict[str, Tensor]:
-        labels, probs = predictions["labels"], predictions["probs"]
-        p_true = probs.gather(1, labels.unsqueeze(1)).squeeze(1)
-        return {
-            "acc": (probs.argmax(dim=1) == labels).float().mean(),
-            "nll": -torch.log(p_true.clamp_min(torch.finfo(probs.dtype).tiny)).mean(),
-            "ece": multiclass_calibration_error(
-                probs, labels, num_classes=probs.shape[1], n_bins=ECE_BINS, norm="l1"
-            ),
+        logits = self.predictive_logits(x)  # (S, B, K)
+        probs = logits.softmax(dim=-1).mean(dim=0)
+        nll_per_draw = categorical_nll(labels, logits)  # (S, B)
+        values = {
+            "nll": mixture_nll(nll_per_draw),
+            "acc": (probs.argmax(dim=-1) == labels).float(),
+            "ece": (probs, labels),
         }
+        return values | self.objective_terms(nll_per_draw, values["nll"])
 
-    def figures(self, datamodule: pl.LightningDataModule) -> dict[str, Figure]:
-        labels, probs = self.test_predictions["labels"], self.test_predictions["probs"]
+    def objective_terms(self, nll_per_draw: Tensor, nll: Tensor) -> dict[str, Tensor]:
+        """Per-example terms of the training objective on held-out data (MLP: loss = nll)."""
+        return {"loss": nll}
+
+    @torch.no_grad()
+    def figures(self, data: VNNDataModule) -> dict[str, Figure]:
+        x, labels = data.split("test")
+        probs = torch.cat(
+            [self.predict_proba(chunk.to(self.device)).cpu() for chunk in x.split(PREDICT_CHUNK)]
+        )
         return {
             "reliability.png": plots.reliability_diagram(probs, labels, ECE_BINS),
             "entropy.png": plots.entropy_by_correctness(probs, labels),
         }
+
+
+class ReductionModule(VNNModule):
+    """Dimension reduction: inputs only, so it trains on every data module (a batch's targets,
+    if any, are ignored). Subclasses implement `encode(x) -> (B, m)` (for a VAE, the posterior
+    mean) and `decode(z) -> (B, n)` (the reconstruction's mean); `recon_mse` is the mean
+    squared error per input element of x̂ = decode(encode(x)), in every model."""
+
+    needs_target = None
+
+    @classmethod
+    def check_data(cls, info: DataInfo, args: Mapping[str, Any]) -> None:
+        latent_dim = args.get("latent_dim", cls.default("latent_dim"))
+        if not latent_dim < info.in_features:
+            raise bad_value("model.latent_dim", latent_dim, f"an integer < {info.in_features} "
+                            "(the data's input dimension)")  # fmt: skip
+
+    @classmethod
+    def default(cls, name: str) -> Any:
+        return inspect.signature(cls).parameters[name].default
+
+    def encode(self, x: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def decode(self, z: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def reconstruct(self, x: Tensor) -> Tensor:
+        return self.decode(self.encode(x))
+
+    def training_terms(self, batch: tuple[Tensor, ...]) -> dict[str, Tensor]:
+        """loss = mean over the batch of ‖x − d(e(x))‖²; recon_mse = the same per element."""
+        return {name: value.mean() for name, value in self.evaluate(batch, "train").items()}
+
+    def evaluate(self, batch: tuple[Tensor, ...], stage: str) -> dict[str, Any]:
+        x = batch[0]
+        recon_mse = reconstruction_mse(x, self.reconstruct(x))  # (B,)
+        return {"loss": recon_mse * x.shape[-1], "recon_mse": recon_mse}
+
+    @torch.no_grad()
+    def figures(self, data: VNNDataModule) -> dict[str, Figure]:
+        info = data.info()
+        x_test, *targets = data.split("test")
+        shown = x_test[:FIGURE_EXAMPLES].to(self.device)
+        figures = {
+            "reconstructions.png": plots.reconstructions(
+                shown.cpu(), self.reconstruct(shown).cpu(), info.image_shape
+            )
+        }
+        latent = torch.cat(
+            [self.encode(c.to(self.device)).cpu() for c in x_test.split(PREDICT_CHUNK)]
+        )
+        labels = targets[0] if info.target == "class" else None
+        figures["latent.png"] = latent_figure(latent, labels)
+        return figures
+
+
+def latent_figure(latent: Tensor, labels: Tensor | None) -> Figure:
+    """Latent codes (N, m) in 2-D: as they are for m ≤ 2, else their two principal components."""
+    if latent.shape[1] == 1:
+        return plots.latent_scatter(torch.cat([latent, torch.zeros_like(latent)], 1), labels,
+                                    "z₁", "")  # fmt: skip
+    if latent.shape[1] == 2:
+        return plots.latent_scatter(latent, labels, "z₁", "z₂")
+    mean, components, _ = principal_subspace(latent, 2)
+    return plots.latent_scatter((latent - mean) @ components, labels, "PC 1 of z", "PC 2 of z")

@@ -1,0 +1,68 @@
+"""What a data module offers, said explicitly: models, the pairing rule and the figures read
+`DataInfo` and `split()` instead of probing a module's attributes."""
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import pytorch_lightning as pl
+from torch import Tensor
+
+# The targets a data set carries: real vectors (regression), class labels, or none (inputs only).
+Target = Literal["real", "class"] | None
+
+
+@dataclass(frozen=True)
+class DataInfo:
+    """Sizes and capabilities of a loaded data set.
+
+    in_features: n, the input dimension; n_train: N, the training points (the ELBO's scale);
+    target: what follows the inputs in a batch, if anything; out_features: q real targets or
+    K classes (0 without targets); image_shape: (H, W) when an input is an image flattened to
+    H·W values; unit_interval: every input lies in [0, 1] (a Bernoulli likelihood is valid);
+    true_function, input_range, gap: a known regression function f: (B, n) → (B, q), the
+    interval its inputs are drawn from, and an interval left without training inputs.
+    """
+
+    in_features: int
+    n_train: int
+    target: Target = None
+    out_features: int = 0
+    image_shape: tuple[int, int] | None = None
+    unit_interval: bool = False
+    true_function: Callable[[Tensor], Tensor] | None = None
+    input_range: tuple[float, float] | None = None
+    gap: tuple[float, float] | None = None
+
+    def model_dims(self) -> dict[str, int]:
+        """The sizes a model takes from its data (a model's signature picks what it needs)."""
+        return {
+            "in_features": self.in_features,
+            "out_features": self.out_features,
+            "n_train": self.n_train,
+        }
+
+
+class VNNDataModule(pl.LightningDataModule):
+    """A LightningDataModule holding its whole data set as tensors. Subclasses implement:
+
+    - `info() -> DataInfo` (loading the data if needed);
+    - `split(name) -> (x, y)` or `(x,)`: a whole split ("train", "val", "test") as model
+      inputs, the same tensors the dataloaders slice into batches;
+    - `reference_metrics(hparams)` (optional): yardsticks logged beside the test metrics, e.g.
+      the noise floor, or PCA's exact error for the model's `latent_dim`.
+    """
+
+    def info(self) -> DataInfo:
+        raise NotImplementedError
+
+    def split(self, name: str) -> tuple[Tensor, ...]:
+        raise NotImplementedError
+
+    def reference_metrics(self, hparams: Mapping[str, Any]) -> dict[str, float]:
+        return {}
+
+    @classmethod
+    def check_args(cls, args: Mapping[str, Any]) -> None:
+        """Raise BadInputError for values that are wrong together (each alone has the type and
+        range its signature declares, checked by vnnlab.validate)."""
