@@ -1,0 +1,114 @@
+"""Deterministic dimension reduction (tutorial, "reduction of dimension"): PCA in closed form,
+and autoencoders e: ℝⁿ → ℝᵐ, d: ℝᵐ → ℝⁿ (m < n) trained on ‖X − d(e(X))‖².
+
+A linear autoencoder's optimum spans PCA's subspace, but its decoder need not be orthogonal
+(Baldi & Hornik 1989; Bourlard & Kamp 1988): it logs both facts against PCA of the same m.
+"""
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from vnnlab.models.layers import Activation, make_mlp
+from vnnlab.models.losses import (
+    largest_principal_angle,
+    orthogonality_defect,
+    principal_subspace,
+)
+from vnnlab.models.tasks import ReductionModule
+from vnnlab.schema import Positive, PositiveInt
+
+
+class PCA(ReductionModule):
+    """Centred PCA of the training inputs: e(x) = Wᵀ(x − x̄), d(z) = x̄ + W z, with W (n, m) the m
+    leading eigenvectors of the training covariance. Fitted once, from the whole training
+    split, when the fit starts; no gradient steps. Its one epoch records the same metrics as
+    the trained models (train/recon_mse is then the exact training error, Σ_{j>m} λ_j / n)."""
+
+    def __init__(self, in_features: int, latent_dim: PositiveInt = 8):
+        super().__init__()
+        self.save_hyperparameters(logger=False)
+        self.automatic_optimization = False  # nothing to optimise
+        # Buffers, not parameters: saved in checkpoints, never trained.
+        self.register_buffer("mean", torch.zeros(in_features))
+        self.register_buffer("components", torch.zeros(in_features, latent_dim))
+
+    def configure_optimizers(self) -> None:
+        return None
+
+    def on_fit_start(self) -> None:
+        datamodule = self.trainer.datamodule
+        if datamodule is None:
+            raise RuntimeError("PCA is fitted from trainer.fit(..., datamodule=...)'s train split")
+        (x, *_) = datamodule.split("train")
+        mean, components, _ = principal_subspace(x.to(self.device), self.hparams["latent_dim"])
+        self.mean.copy_(mean)
+        self.components.copy_(components)
+
+    def on_train_epoch_end(self) -> None:
+        self.trainer.should_stop = True  # one pass: the fit is closed-form
+
+    def encode(self, x: Tensor) -> Tensor:
+        return (x - self.mean) @ self.components  # (B, m)
+
+    def decode(self, z: Tensor) -> Tensor:
+        return self.mean + z @ self.components.T  # (B, n)
+
+
+class Autoencoder(ReductionModule):
+    """MLP encoder n → hidden → m and decoder m → reversed(hidden) → n, no activation on the
+    code or the output; loss = mean over the batch of ‖x − d(e(x))‖²."""
+
+    def __init__(
+        self,
+        in_features: int,
+        latent_dim: PositiveInt = 8,
+        hidden: Sequence[PositiveInt] = (400,),
+        activation: Activation = "relu",
+        lr: Positive = 1e-3,
+        **optim,
+    ):
+        super().__init__(lr=lr, **optim)
+        self.save_hyperparameters(logger=False)
+        self.encoder = make_mlp(in_features, hidden, latent_dim, activation)
+        self.decoder = make_mlp(latent_dim, list(reversed(hidden)), in_features, activation)
+
+    def encode(self, x: Tensor) -> Tensor:
+        return self.encoder(x)
+
+    def decode(self, z: Tensor) -> Tensor:
+        return self.decoder(z)
+
+
+class LinearAutoencoder(ReductionModule):
+    """e(x) = A x + a, d(z) = W z + b: one linear map each way, no activation.
+
+    At test it also logs, against PCA of the same m fitted on the training split:
+    `principal_angle`, the largest principal angle (degrees) between span(W) and PCA's
+    subspace, and `orthogonality_defect`, ‖WᵀW − I‖_F of its decoder.
+    """
+
+    def __init__(self, in_features: int, latent_dim: PositiveInt = 8, lr: Positive = 1e-3, **optim):
+        super().__init__(lr=lr, **optim)
+        self.save_hyperparameters(logger=False)
+        self.encoder = nn.Linear(in_features, latent_dim)
+        self.decoder = nn.Linear(latent_dim, in_features)  # weight W: (n, m)
+
+    def encode(self, x: Tensor) -> Tensor:
+        return self.encoder(x)
+
+    def decode(self, z: Tensor) -> Tensor:
+        return self.decoder(z)
+
+    def on_test_epoch_end(self) -> None:
+        super().on_test_epoch_end()
+        (x, *_) = self.trainer.datamodule.split("train")
+        _, pca_components, _ = principal_subspace(x.to(self.device), self.hparams["latent_dim"])
+        w = self.decoder.weight.detach()
+        self.log_dict(
+            {
+                "test/principal_angle": largest_principal_angle(w, pca_components).float(),
+                "test/orthogonality_defect": orthogonality_defect(w),
+            }
+        )
