@@ -1,40 +1,58 @@
-"""Multirun bookkeeping through Hydra's callbacks, so it works with every launcher (jobs in
-this process, in joblib workers, or on a cluster): each job records its outcome in its own
-output folder; at the end of the sweep the parent lists every job that did not finish.
+"""A multirun as one MLflow parent run with one child run per job, through Hydra's callbacks,
+so it works with every launcher (jobs in this process, in joblib workers, on a cluster).
+
+The parent process creates the store, the experiment and the parent run before any job starts,
+and writes them to `<sweep dir>/vnnlab-sweep.json`; each job reads that file to nest its run
+under the parent, and records its outcome in its own output folder. At the end the parent
+gathers the outcomes, logs the comparison table, ends FINISHED (or FAILED when a job did not
+finish) and the command lists every job that did not finish.
 
 Registered in conf/config.yaml under `hydra.callbacks`.
 """
 
 import json
-from dataclasses import asdict, dataclass
+import os
+import signal
+import sys
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
+from hydra.types import RunMode
+from hydra.utils import get_original_cwd
+from mlflow.entities import RunStatus
 from mlflow.tracking import MlflowClient
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from vnnlab import tracking
 
 OUTCOME_FILE = "vnnlab-outcome.json"
+SWEEP_FILE = "vnnlab-sweep.json"
 
 # Hydra turns an exception raised in a callback into a warning, so the verdict of a sweep that
-# ended in this process is left here for the console entry point to act on.
+# ended in this process is left here for the console entry point to act on; so is a parent run
+# still open when the process is interrupted, for the entry point to end KILLED.
 _failed_sweeps: list["SweepFailed"] = []
+_open_parents: list[tuple[str, str]] = []  # (tracking URI, run id)
 
 
 @dataclass(frozen=True)
 class JobOutcome:
-    """How one job of a sweep ended: FINISHED, FAILED (its run ended FAILED) or BAD_INPUT
-    (refused before any run existed)."""
+    """How one job of a sweep ended: FINISHED, FAILED (its run ended FAILED), BAD_INPUT
+    (refused before any run existed) or PRUNED (stopped early by the sweeper, run FINISHED);
+    `metrics`: the last value of every metric it logged (train/ and val/ of the last epoch,
+    test/), what a sweeper optimises."""
 
     overrides: str
     status: str
     reason: str = ""
     run_id: str = ""
+    metrics: dict[str, float] = field(default_factory=dict)
 
-    def as_dict(self) -> dict[str, str]:
+    def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
@@ -49,10 +67,65 @@ class SweepFailed(Exception):
         self.exit_code = 2 if all(o.status == "BAD_INPUT" for o in failed) else 1
 
 
+@dataclass(frozen=True)
+class Sweep:
+    """What the parent process tells the jobs: where the parent run is, what was swept."""
+
+    parent_run_id: str
+    tracking_uri: str
+    experiment_id: str
+    swept: list[str]
+
+
+# --- in a job -------------------------------------------------------------------------------
+
+
+def in_multirun() -> bool:
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def current_sweep() -> Sweep | None:
+    """The sweep this job belongs to, or None outside a multirun."""
+    if not in_multirun():
+        return None
+    path = _sweep_dir(HydraConfig.get().sweep.dir, Path(get_original_cwd())) / SWEEP_FILE
+    return Sweep(**json.loads(path.read_text())) if path.is_file() else None
+
+
+def job_name(sweep: Sweep | None) -> str:
+    """A job is named by the values it takes on the swept keys (all its overrides otherwise)."""
+    overrides = list(HydraConfig.get().overrides.task)
+    swept = [o for o in overrides if sweep is not None and _key(o) in sweep.swept]
+    return " ".join(swept or overrides)
+
+
+def child_tags(sweep: Sweep) -> dict[str, str]:
+    return {
+        "mlflow.parentRunId": sweep.parent_run_id,
+        "vnnlab.sweep.role": "child",
+        "vnnlab.sweep.job": str(HydraConfig.get().job.num),
+    }
+
+
+def threads_per_job() -> int | None:
+    """cores / parallel jobs for a job of a parallel launcher (two jobs with 2 threads each
+    ran 4× slower on 2 cores than with 1 each: DESIGN.md); None: leave torch's default."""
+    if not in_multirun():
+        return None
+    n_jobs = HydraConfig.get().launcher.get("n_jobs")
+    if not isinstance(n_jobs, int) or n_jobs == 1:
+        return None
+    cores = os.cpu_count() or 1
+    return max(1, cores // (cores if n_jobs < 0 else n_jobs))
+
+
 def record(outcome: JobOutcome) -> None:
     """Write the job's outcome into its own Hydra output folder."""
     folder = Path(HydraConfig.get().runtime.output_dir)
     (folder / OUTCOME_FILE).write_text(json.dumps(outcome.as_dict()))
+
+
+# --- in the parent process ------------------------------------------------------------------
 
 
 def collect(sweep_dir: Path) -> list[JobOutcome]:
@@ -61,24 +134,98 @@ def collect(sweep_dir: Path) -> list[JobOutcome]:
     return [JobOutcome(**json.loads(path.read_text())) for path in paths]
 
 
-def take_failure() -> "SweepFailed | None":
+def take_failure() -> SweepFailed | None:
     """The failure of the multirun that just ended in this process, if any (once)."""
     return _failed_sweeps.pop() if _failed_sweeps else None
 
 
-def _job_number(name: str) -> tuple[int, str]:
-    return (int(name), name) if name.isdigit() else (1 << 30, name)
+def end_open_parents(status: str = "KILLED") -> None:
+    """End every parent run this process left open (Ctrl-C or SIGTERM between jobs)."""
+    while _open_parents:
+        uri, run_id = _open_parents.pop()
+        MlflowClient(uri).set_terminated(run_id, status)
 
 
 class SweepCallback(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        # Create the store and its experiment once, here, before parallel jobs start: jobs
+        # The store and its experiment are created here, before parallel jobs start: jobs
         # migrating a fresh SQLite store at once corrupt it (DESIGN.md, measured traps).
         uri = tracking.resolve_tracking_uri(config.tracking.uri, Path.cwd())
-        tracking.experiment_id(MlflowClient(uri), config.tracking.experiment)
+        client = MlflowClient(uri)
+        experiment_id = tracking.experiment_id(client, config.tracking.experiment)
+        overrides = list(config.hydra.overrides.task)
+        swept = _swept_keys(overrides, config)
+        parent = client.create_run(
+            experiment_id, run_name=_parent_name(overrides, swept), tags=_parent_tags(config, swept)
+        )
+        _open_parents.append((uri, parent.info.run_id))
+        sweep = Sweep(parent.info.run_id, uri, experiment_id, swept)
+        folder = _sweep_dir(config.hydra.sweep.dir, Path.cwd())
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / SWEEP_FILE).write_text(json.dumps(asdict(sweep)))
+        # so that the parent run ends KILLED, not RUNNING
+        signal.signal(signal.SIGTERM, tracking.raise_interrupt)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        outcomes = collect(Path(config.hydra.sweep.dir))
-        failed = [o for o in outcomes if o.status != "FINISHED"]
+        folder = _sweep_dir(config.hydra.sweep.dir, Path.cwd())
+        sweep = Sweep(**json.loads((folder / SWEEP_FILE).read_text()))
+        outcomes = collect(folder)
+        failed = [o for o in outcomes if o.status not in ("FINISHED", "PRUNED")]
+        client = MlflowClient(sweep.tracking_uri)
+        _report(sweep)
         if failed:
             _failed_sweeps.append(SweepFailed(failed, len(outcomes)))
+            message = f"{len(failed)} of {len(outcomes)} jobs did not finish"
+            client.set_tag(sweep.parent_run_id, "vnnlab.failure", message)
+        status = RunStatus.FAILED if failed else RunStatus.FINISHED
+        client.set_terminated(sweep.parent_run_id, RunStatus.to_string(status))
+        _open_parents.remove((sweep.tracking_uri, sweep.parent_run_id))
+
+
+def _report(sweep: Sweep) -> None:
+    """The comparison table on the terminal and as the parent run's artifacts. A table that
+    cannot be built is reported, never allowed to leave the parent run open."""
+    try:
+        from vnnlab import compare  # its figure code is only needed once a sweep ends
+
+        print(compare.report_sweep(sweep.tracking_uri, sweep.parent_run_id), flush=True)
+    except Exception as error:
+        print(f"vnnlab: no comparison table ({type(error).__name__}: {error})", file=sys.stderr)
+
+
+def _swept_keys(overrides: list[str], config: DictConfig) -> list[str]:
+    """Keys given several values on the command line, and a sweeper's search space."""
+    parsed = OverridesParser.create().parse_overrides(overrides)
+    keys = [o.key_or_group for o in parsed if o.is_sweep_override() and not o.is_hydra_override()]
+    params = OmegaConf.select(config, "hydra.sweeper.params") or {}
+    return list(dict.fromkeys([*keys, *params]))
+
+
+def _parent_name(overrides: list[str], swept: list[str]) -> str:
+    shown = [o for o in overrides if _key(o) in swept] or overrides
+    return " ".join(["sweep", *shown])
+
+
+def _parent_tags(config: DictConfig, swept: list[str]) -> dict[str, str]:
+    hydra_cfg = config.hydra
+    tags = {
+        "vnnlab.sweep.role": "parent",
+        "vnnlab.sweep.params": ",".join(swept),
+        "vnnlab.sweep.overrides": " ".join(hydra_cfg.overrides.task),
+        "vnnlab.sweep.launcher": str(hydra_cfg.launcher.get("_target_", "")),
+        "vnnlab.sweep.sweeper": str(hydra_cfg.sweeper.get("_target_", "")),
+        "vnnlab.sweep.dir": str(_sweep_dir(hydra_cfg.sweep.dir, Path.cwd())),
+    }
+    return tags | tracking.git_tags(Path(__file__).parent)
+
+
+def _key(override: str) -> str:
+    return override.split("=", 1)[0].lstrip("+~")
+
+
+def _sweep_dir(configured: str, launch_dir: Path) -> Path:
+    return (launch_dir / configured).resolve()
+
+
+def _job_number(name: str) -> tuple[int, str]:
+    return (int(name), name) if name.isdigit() else (1 << 30, name)

@@ -18,6 +18,7 @@ from typing import Any
 from matplotlib.figure import Figure
 from mlflow.entities import Metric, Param, RunStatus
 from mlflow.tracking import MlflowClient
+from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.loggers import MLFlowLogger
 
 LOG_BATCH_LIMIT = 100  # MLflow accepts at most 100 params per log_batch call
@@ -91,8 +92,30 @@ class _RunLogger(MLFlowLogger):
         pass
 
 
-def _raise_interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
+_running_trainers: set[int] = set()  # ids of Trainers between setup and teardown
+
+
+def raise_interrupt(signum: int, frame: Any) -> None:
+    """SIGTERM handler: KeyboardInterrupt, so that the run ends KILLED rather than RUNNING.
+    While a Trainer runs, Lightning's own handler has already noted the signal and stops at
+    the next batch with SIGTERMException (a SystemExit, also KILLED); raising here as well
+    could cut a database write in half and leave the store locked."""
+    if not _running_trainers:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+
+class LightningHandlesSigterm(Callback):
+    """Tells `raise_interrupt` when a Trainer is running: from the setup of a stage (fit,
+    test) to its teardown, or to the exception that ends it (then there is no teardown)."""
+
+    def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
+        _running_trainers.add(id(trainer))
+
+    def teardown(self, trainer: Any, pl_module: Any, stage: str) -> None:
+        _running_trainers.discard(id(trainer))
+
+    def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
+        _running_trainers.discard(id(trainer))
 
 
 class TrackedRun:
@@ -132,17 +155,23 @@ class TrackedRun:
 
 @contextmanager
 def tracked_run(
-    tracking_uri: str, experiment: str, run_name: str, tags: Mapping[str, str]
+    tracking_uri: str,
+    experiment: str,
+    run_name: str,
+    tags: Mapping[str, str],
+    known_experiment_id: str | None = None,
 ) -> Iterator[TrackedRun]:
     """Create a run and always end it: FINISHED, KILLED (Ctrl-C, SIGTERM) or FAILED.
 
     SIGTERM (from `kill`, SLURM, a sweep launcher) is turned into KeyboardInterrupt for the
-    duration of the run so that it ends KILLED instead of being left RUNNING.
+    duration of the run so that it ends KILLED instead of being left RUNNING. The run goes to
+    the experiment named `experiment` (created if new), or to `known_experiment_id`.
     """
     client = MlflowClient(tracking_uri)
-    run = client.create_run(experiment_id(client, experiment), run_name=run_name, tags=dict(tags))
+    in_experiment = known_experiment_id or experiment_id(client, experiment)
+    run = client.create_run(in_experiment, run_name=run_name, tags=dict(tags))
     in_main_thread = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt) if in_main_thread else None
+    previous = signal.signal(signal.SIGTERM, raise_interrupt) if in_main_thread else None
     status = RunStatus.FAILED
     try:
         yield TrackedRun(client, run.info.run_id, tracking_uri)

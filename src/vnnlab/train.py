@@ -6,15 +6,18 @@
 
 import inspect
 import os
+import signal
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import hydra
 import pytorch_lightning as pl
+import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import (
     ConfigCompositionException,
@@ -27,6 +30,7 @@ from hydra.utils import get_class, get_original_cwd, instantiate
 from lightning_fabric.utilities.exceptions import MisconfigurationException
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from vnnlab import sweep, tracking
 from vnnlab.data.base import VNNDataModule
@@ -40,8 +44,8 @@ LAST_CHECKPOINT = "last.ckpt"
 
 @dataclass(frozen=True)
 class TrainResult:
-    """What a training run leaves in hand: its MLflow ids, the trained model, its data and
-    the test metrics it logged (`test/mse`, ...)."""
+    """What a training run leaves in hand: its MLflow ids, the trained model, its data and the
+    last value of each metric it logged (train/ and val/ of the last epoch, test/)."""
 
     run_id: str
     experiment_id: str
@@ -51,8 +55,9 @@ class TrainResult:
     metrics: dict[str, float]
 
 
-def train(cfg: DictConfig) -> TrainResult:
-    """Train and test one model on one data set, recorded as one MLflow run.
+def train(cfg: DictConfig, callbacks: Sequence[pl.Callback] = ()) -> TrainResult:
+    """Train and test one model on one data set, recorded as one MLflow run. `callbacks`:
+    extra Lightning callbacks (e.g. a sweeper's pruning).
 
     Raises BadInputError before any run exists when the config or the data is unusable.
     """
@@ -60,16 +65,24 @@ def train(cfg: DictConfig) -> TrainResult:
     datamodule, model = _build(cfg)
     run_name, tags = _describe(type(model), datamodule)
     uri = tracking.resolve_tracking_uri(cfg.tracking.uri, _launch_dir())
+    parent = sweep.current_sweep()
+    if parent is not None:  # a child of the sweep's parent run, in the parent's experiment
+        run_name, tags = sweep.job_name(parent), tags | sweep.child_tags(parent)
+        uri = parent.tracking_uri
+    experiment_id = parent.experiment_id if parent else None
     with _checkpoint_folder() as folder:
-        trainer = _trainer(cfg, folder)
-        with tracking.tracked_run(uri, cfg.tracking.experiment, run_name, tags) as run:
+        trainer = _trainer(cfg, folder, callbacks)
+        with tracking.tracked_run(
+            uri, cfg.tracking.experiment, run_name, tags, experiment_id
+        ) as run:
             try:
                 run.log_params(tracking.flatten(OmegaConf.to_container(cfg, resolve=True)))
                 run.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
                 trainer.logger = run.lightning_logger()
                 trainer.fit(model, datamodule=datamodule)
-                [metrics] = trainer.test(model, datamodule=datamodule, verbose=False)
-                metrics |= _log_results(run, trainer, model, datamodule)
+                metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+                [test_metrics] = trainer.test(model, datamodule=datamodule, verbose=False)
+                metrics |= test_metrics | _log_results(run, trainer, model, datamodule)
             finally:  # a failed or killed run keeps its last checkpoint too
                 _log_checkpoint(run, folder)
     return TrainResult(run.run_id, run.experiment_id, uri, model, datamodule, metrics)
@@ -87,10 +100,12 @@ def _build(cfg: DictConfig) -> tuple[VNNDataModule, VNNModule]:
     return datamodule, _instantiate("model", cfg.model, **dims)
 
 
-def _trainer(cfg: DictConfig, checkpoint_folder: Path) -> pl.Trainer:
+def _trainer(
+    cfg: DictConfig, checkpoint_folder: Path, extra_callbacks: Sequence[pl.Callback]
+) -> pl.Trainer:
     """The Trainer, built before the run exists so that Lightning's own refusals are bad input.
     The run's logger is attached once the run is open."""
-    callbacks = []
+    callbacks = [tracking.LightningHandlesSigterm(), *extra_callbacks]
     if cfg.trainer.get("enable_checkpointing", True):
         every = cfg.checkpoint.every_n_epochs
         callbacks.append(
@@ -170,7 +185,7 @@ COMPOSITION_ERRORS = (ConfigCompositionException, MissingConfigException, Overri
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
-def _hydra_main(cfg: DictConfig) -> dict[str, str] | None:
+def _hydra_main(cfg: DictConfig) -> dict[str, Any] | None:
     if HydraConfig.get().mode == RunMode.MULTIRUN:
         return _sweep_job(cfg)
     try:
@@ -186,11 +201,14 @@ def _hydra_main(cfg: DictConfig) -> dict[str, str] | None:
     return None
 
 
-def _sweep_job(cfg: DictConfig) -> dict[str, str]:
+def _sweep_job(cfg: DictConfig) -> dict[str, Any]:
     """One job of a multirun. A failure is reported and recorded, never raised: Hydra's basic
     launcher would stop the sweep at a SystemExit and report only the first exception; the
     sweep callback (vnnlab.sweep) lists every failed job at the end and exits non-zero."""
-    job = " ".join(HydraConfig.get().overrides.task)
+    job = sweep.job_name(sweep.current_sweep())
+    threads = sweep.threads_per_job()
+    if threads is not None:
+        torch.set_num_threads(threads)
     try:
         run = train(cfg)
     except BadInputError as error:
@@ -198,7 +216,7 @@ def _sweep_job(cfg: DictConfig) -> dict[str, str]:
     except Exception as error:  # the run itself ended FAILED with this reason
         outcome = sweep.JobOutcome(job, "FAILED", f"{type(error).__name__}: {_one_line(error)}")
     else:
-        outcome = sweep.JobOutcome(job, "FINISHED", "", run.run_id)
+        outcome = sweep.JobOutcome(job, "FINISHED", "", run.run_id, run.metrics)
     if outcome.status != "FINISHED":
         print(f"vnnlab: job [{job}] {outcome.status}: {outcome.reason}", file=sys.stderr)
     sweep.record(outcome)
@@ -212,10 +230,14 @@ def main() -> None:
     os.environ.setdefault("HYDRA_FULL_ERROR", "1")
     try:
         _hydra_main()
+    except SIGTERMException:  # Lightning's stop on SIGTERM is a SystemExit without a code
+        sys.exit(128 + signal.SIGTERM)
     except COMPOSITION_ERRORS as error:
         text = str(error).split("Config search path")[0]  # drop Hydra's search-path dump
         print("vnnlab: " + " ".join(line.strip() for line in text.splitlines()), file=sys.stderr)
         sys.exit(2)
+    finally:
+        sweep.end_open_parents("KILLED")  # a sweep interrupted between jobs
     failure = sweep.take_failure()
     if failure is not None:
         print(f"vnnlab: {failure}", file=sys.stderr)

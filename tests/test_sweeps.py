@@ -1,0 +1,139 @@
+"""Multiruns for real: `vnnlab-train -m` subprocesses with Hydra's own launchers, into a fresh
+SQLite store or a real `mlflow server` on 127.0.0.1, checked through MLflow's client and REST."""
+
+import json
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from conftest import FAST
+
+TINY = [*FAST, "trainer.max_epochs=1", "data.n_train=100"]
+
+
+def parent_and_children(runs):
+    [parent] = [r for r in runs if r.data.tags.get("vnnlab.sweep.role") == "parent"]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    return parent, sorted(children, key=lambda r: r.info.run_name)
+
+
+def test_a_parallel_sweep_on_a_fresh_store_is_one_parent_with_its_children(cli):
+    result = cli.run("-m", *TINY, "model.lr=0.001,0.01", "model.sigma2=0.01,0.1",
+                     "hydra/launcher=joblib", "hydra.launcher.n_jobs=2")  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    runs = cli.runs()
+    parent, children = parent_and_children(runs)
+    assert len(runs) == 5 and len(children) == 4  # nothing outside the sweep, none lost
+    assert {r.info.experiment_id for r in runs} == {parent.info.experiment_id}
+    assert cli.client().get_experiment(parent.info.experiment_id).name == "vnnlab"  # not Default
+    assert parent.info.status == "FINISHED" and all(c.info.status == "FINISHED" for c in children)
+    assert [c.info.run_name for c in children] == [
+        "model.lr=0.001 model.sigma2=0.01", "model.lr=0.001 model.sigma2=0.1",
+        "model.lr=0.01 model.sigma2=0.01", "model.lr=0.01 model.sigma2=0.1",
+    ]  # fmt: skip
+    tags = parent.data.tags
+    assert tags["vnnlab.sweep.params"] == "model.lr,model.sigma2"
+    assert tags["vnnlab.sweep.launcher"].endswith("JoblibLauncher")
+    assert "model.lr=0.001,0.01" in tags["vnnlab.sweep.overrides"]
+    assert parent.info.run_name == "sweep model.lr=0.001,0.01 model.sigma2=0.01,0.1"
+    sweep_file = Path(tags["vnnlab.sweep.dir"]) / "vnnlab-sweep.json"
+    assert json.loads(sweep_file.read_text())["parent_run_id"] == parent.info.run_id
+
+
+def test_the_submitit_local_launcher_nests_its_jobs_too(cli):
+    result = cli.run("-m", *TINY, "model.lr=0.001,0.01", "hydra/launcher=submitit_local")
+    assert result.returncode == 0, result.stderr[-3000:]
+    parent, children = parent_and_children(cli.runs())
+    assert parent.data.tags["vnnlab.sweep.launcher"].endswith("LocalLauncher")
+    assert [c.info.status for c in children] == ["FINISHED", "FINISHED"]
+
+
+def test_sigterm_between_jobs_ends_the_parent_and_the_open_child_killed(cli):
+    cli.client().search_experiments()  # create the store first: a concurrent migration races
+    process = cli.popen("-m", *TINY, "trainer.max_epochs=10000", "model.lr=0.001,0.01")
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:  # until the first child has logged an epoch
+        if any("train/loss" in r.data.metrics for r in cli.runs()):
+            break
+        time.sleep(0.5)
+    else:
+        process.kill()
+        pytest.fail(f"no epoch logged: {process.communicate()[1][-2000:]}")
+    process.send_signal(signal.SIGTERM)
+    process.wait(timeout=60)
+    assert process.returncode != 0
+    statuses = {r.data.tags["vnnlab.sweep.role"]: r.info.status for r in cli.runs()}
+    assert statuses == {"parent": "KILLED", "child": "KILLED"}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def mlflow_server(tmp_path):
+    """A real `mlflow server` bound to 127.0.0.1, its store and artifacts in tmp_path."""
+    port = free_port()
+    command = [
+        sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+        "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
+        "--artifacts-destination", str(tmp_path / "server-artifacts"), "--workers", "1",
+    ]  # fmt: skip
+    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(f"{url}/health", timeout=2)
+            break
+        except OSError:
+            time.sleep(0.5)
+    else:
+        server.kill()
+        pytest.fail(f"mlflow server did not start: {server.communicate()[1][-2000:]}")
+    yield url
+    server.terminate()
+    server.wait(timeout=30)
+
+
+def rest(url: str, path: str, body: dict | None = None) -> dict:
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(f"{url}/api/2.0/mlflow/{path}", data=data,
+                                     headers={"Content-Type": "application/json"})  # fmt: skip
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read())
+
+
+def test_a_parallel_sweep_through_a_tracking_server(cli, mlflow_server):
+    result = cli.run("-m", *TINY, "trainer.max_epochs=2", "model.lr=0.001,0.01",
+                     f"tracking.uri={mlflow_server}", "tracking.experiment=served",
+                     "hydra/launcher=joblib", "hydra.launcher.n_jobs=2")  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert not cli.store.exists()  # nothing went to a local SQLite file
+    experiment = rest(mlflow_server, "experiments/get-by-name?experiment_name=served")
+    experiment_id = experiment["experiment"]["experiment_id"]
+    runs = rest(mlflow_server, "runs/search", {"experiment_ids": [experiment_id]})["runs"]
+    tags = [{t["key"]: t["value"] for t in r["data"].get("tags", [])} for r in runs]
+    [parent] = [r for r, t in zip(runs, tags, strict=True) if t["vnnlab.sweep.role"] == "parent"]
+    parent_id = parent["info"]["run_id"]
+    children = [
+        r for r, t in zip(runs, tags, strict=True) if t.get("mlflow.parentRunId") == parent_id
+    ]
+    assert len(runs) == 3 and len(children) == 2
+    assert all(r["info"]["status"] == "FINISHED" for r in runs)
+    for child in children:
+        run_id = child["info"]["run_id"]
+        params = {p["key"]: p["value"] for p in child["data"]["params"]}
+        assert params["model.lr"] in ("0.001", "0.01") and params["trainer.max_epochs"] == "2"
+        history = rest(mlflow_server, f"metrics/get-history?run_id={run_id}&metric_key=val/loss")
+        assert len(history["metrics"]) == 2  # one value per epoch, none lost
+        listed = rest(mlflow_server, f"artifacts/list?run_id={run_id}")
+        assert {"config.yaml", "checkpoints", "figures"} <= {f["path"] for f in listed["files"]}
