@@ -24,7 +24,7 @@ from vnnlab.models.bnn import BNNRegressor
 from vnnlab.train import CONFIG_DIR, train
 
 QUIET = ["trainer.enable_progress_bar=false", "trainer.enable_model_summary=false"]
-GAP = (-1.0, 1.0)  # as in conf/experiment/gap_uncertainty.yaml
+GAP = (-1.0, 1.0)  # as in experiments/gap_uncertainty/config.yaml
 
 
 def run(store: str, overrides: list[str]) -> tuple[str, dict[str, float]]:
