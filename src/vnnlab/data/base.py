@@ -8,6 +8,8 @@ from typing import Any, Literal
 import pytorch_lightning as pl
 from torch import Tensor
 
+from vnnlab.data.batches import TensorBatches
+
 # The targets a data set carries: real vectors (regression), class labels, or none (inputs only).
 Target = Literal["real", "class"] | None
 
@@ -44,14 +46,32 @@ class DataInfo:
 
 
 class VNNDataModule(pl.LightningDataModule):
-    """A LightningDataModule holding its whole data set as tensors. Subclasses implement:
+    """A LightningDataModule holding its whole data set as tensors. Subclasses set
+    `batch_size` and `seed` and implement:
 
     - `info() -> DataInfo` (loading the data if needed);
     - `split(name) -> (x, y)` or `(x,)`: a whole split ("train", "val", "test") as model
       inputs, the same tensors the dataloaders slice into batches;
     - `reference_metrics(hparams)` (optional): yardsticks logged beside the test metrics, e.g.
-      the noise floor, or PCA's exact error for the model's `latent_dim`.
+      the noise floor, or PCA's exact error for the model's `latent_dim`;
+    - `batches(split, shuffle)` (optional): how a split is served (default: index slices of
+      `split(name)`, the training split reshuffled every epoch from `seed`).
     """
+
+    batch_size: int
+    seed: int
+
+    def batches(self, split: str, shuffle: bool = False) -> TensorBatches:
+        return TensorBatches(self.split(split), self.batch_size, shuffle, self.seed)
+
+    def train_dataloader(self) -> TensorBatches:
+        return self.batches("train", shuffle=True)
+
+    def val_dataloader(self) -> TensorBatches:
+        return self.batches("val")
+
+    def test_dataloader(self) -> TensorBatches:
+        return self.batches("test")
 
     def info(self) -> DataInfo:
         raise NotImplementedError

@@ -17,7 +17,6 @@ import torch
 from torch import Tensor
 
 from vnnlab.data.base import DataInfo, VNNDataModule
-from vnnlab.data.batches import TensorBatches
 from vnnlab.errors import bad_value
 from vnnlab.schema import NonNegative, NonNegativeInt, Positive, PositiveInt
 
@@ -177,15 +176,3 @@ class SyntheticManifoldDataModule(VNNDataModule):
             noise = torch.randn(n_points, self.input_dim, generator=generator, dtype=torch.float64)
             x = y @ self.basis.T + math.sqrt(self.noise_var) * noise  # (N, n)
             self.splits[split] = (x.to(torch.float32),)
-
-    def _batches(self, split: str, shuffle: bool = False) -> TensorBatches:
-        return TensorBatches(self.split(split), self.batch_size, shuffle=shuffle, seed=self.seed)
-
-    def train_dataloader(self) -> TensorBatches:
-        return self._batches("train", shuffle=True)
-
-    def val_dataloader(self) -> TensorBatches:
-        return self._batches("val")
-
-    def test_dataloader(self) -> TensorBatches:
-        return self._batches("test")

@@ -167,16 +167,9 @@ class MNISTDataModule(VNNDataModule):
             "val": order[: self.n_val].sort().values,
         }
 
-    def _batches(self, split: str, shuffle: bool = False) -> TensorBatches:
+    def batches(self, split: str, shuffle: bool = False) -> TensorBatches:
+        # uint8 rows in memory; each batch is converted on its own (to_model_inputs)
+        self.setup()
         return TensorBatches(
             self.splits[split], self.batch_size, shuffle, self.seed, transform=to_model_inputs
         )
-
-    def train_dataloader(self) -> TensorBatches:
-        return self._batches("train", shuffle=True)
-
-    def val_dataloader(self) -> TensorBatches:
-        return self._batches("val")
-
-    def test_dataloader(self) -> TensorBatches:
-        return self._batches("test")

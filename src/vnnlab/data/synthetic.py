@@ -7,7 +7,6 @@ import torch
 from torch import Tensor
 
 from vnnlab.data.base import DataInfo, VNNDataModule
-from vnnlab.data.batches import TensorBatches
 from vnnlab.errors import bad_value
 from vnnlab.schema import NonNegative, NonNegativeInt, PositiveInt
 
@@ -110,12 +109,3 @@ class SyntheticRegressionDataModule(VNNDataModule):
             )
             x[:, 0] = torch.where(first > a, first + width, first)
         return x
-
-    def train_dataloader(self) -> TensorBatches:
-        return TensorBatches(self.splits["train"], self.batch_size, shuffle=True, seed=self.seed)
-
-    def val_dataloader(self) -> TensorBatches:
-        return TensorBatches(self.splits["val"], self.batch_size)
-
-    def test_dataloader(self) -> TensorBatches:
-        return TensorBatches(self.splits["test"], self.batch_size)

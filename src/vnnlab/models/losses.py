@@ -67,6 +67,12 @@ def squared_error(y: Tensor, mean: Tensor) -> Tensor:
     return ((y - mean) ** 2).sum(dim=-1)
 
 
+def correct(labels: Tensor, scores: Tensor) -> Tensor:
+    """1.0 where the highest score (probability or logit) is the label's: (B, K) → (B,).
+    Its mean over points is the accuracy."""
+    return (scores.argmax(dim=-1) == labels).to(scores.dtype)
+
+
 def coverage(y: Tensor, mean: Tensor, var: Tensor, z: float = 1.959964) -> Tensor:
     """Per point, the fraction of its q targets inside mean ± z·sd (z = 1.96: the central 95%
     interval of a Gaussian predictive); (B, q) → (B,). Its mean over points is coverage95."""

@@ -5,7 +5,7 @@ from collections.abc import Sequence
 from torch import Tensor
 
 from vnnlab.models.layers import Activation, make_mlp
-from vnnlab.models.losses import categorical_nll, squared_error
+from vnnlab.models.losses import categorical_nll, correct, squared_error
 from vnnlab.models.tasks import ClassificationModule, RegressionModule
 from vnnlab.schema import Positive, PositiveInt
 
@@ -55,7 +55,7 @@ class MLPClassifier(ClassificationModule):
         x, labels = batch
         logits = self.net(x)
         nll = categorical_nll(labels, logits).mean()
-        acc = (logits.argmax(dim=-1) == labels).float().mean()
+        acc = correct(labels, logits).mean()
         return {"loss": nll, "nll": nll, "acc": acc}
 
     def predictive_logits(self, x: Tensor) -> Tensor:

@@ -22,6 +22,7 @@ from vnnlab.errors import bad_value
 from vnnlab.models.base import VNNModule
 from vnnlab.models.losses import (
     categorical_nll,
+    correct,
     coverage,
     gaussian_nll,
     mixture_nll,
@@ -112,7 +113,7 @@ class ClassificationModule(VNNModule):
         nll_per_draw = categorical_nll(labels, logits)  # (S, B)
         values = {
             "nll": mixture_nll(nll_per_draw),
-            "acc": (probs.argmax(dim=-1) == labels).float(),
+            "acc": correct(labels, probs),
             "ece": (probs, labels),
         }
         return values | self.objective_terms(nll_per_draw, values["nll"])
