@@ -77,11 +77,20 @@ def artifact_root(tracking_uri: str) -> str | None:
     return (Path(tracking_uri[len(prefix) :]).parent / "mlruns").resolve().as_uri()
 
 
+# MLflow 3's UI opens an experiment in its GenAI view (traces, prompts) unless told otherwise.
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+
+
 def experiment_id(client: MlflowClient, name: str) -> str:
+    """The id of the experiment `name`, created (in the training view of the UI) if new."""
     experiment = client.get_experiment_by_name(name)
-    if experiment:
-        return experiment.experiment_id
-    return client.create_experiment(name, artifact_location=artifact_root(client.tracking_uri))
+    if experiment is None:
+        root = artifact_root(client.tracking_uri)
+        return client.create_experiment(name, artifact_location=root, tags=EXPERIMENT_KIND)
+    if experiment.tags.get("mlflow.experimentKind") is None:  # made by something else
+        for key, value in EXPERIMENT_KIND.items():
+            client.set_experiment_tag(experiment.experiment_id, key, value)
+    return experiment.experiment_id
 
 
 class _RunLogger(MLFlowLogger):
@@ -148,6 +157,10 @@ class TrackedRun:
 
     def log_figure(self, figure: Figure, artifact_file: str) -> None:
         self.client.log_figure(self.run_id, figure, artifact_file)
+
+    def describe(self, text: str) -> None:
+        """The run's description, shown at the top of its page in the MLflow UI."""
+        self.client.set_tag(self.run_id, "mlflow.note.content", text)
 
     def log_file(self, path: Path, artifact_dir: str) -> None:
         self.client.log_artifact(self.run_id, str(path), artifact_dir)

@@ -32,7 +32,7 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-from vnnlab import sweep, tracking
+from vnnlab import console, sweep, tracking
 from vnnlab.data.base import VNNDataModule
 from vnnlab.errors import BadInputError
 from vnnlab.models.base import VNNModule
@@ -61,6 +61,11 @@ def train(cfg: DictConfig, callbacks: Sequence[pl.Callback] = ()) -> TrainResult
 
     Raises BadInputError before any run exists when the config or the data is unusable.
     """
+    with console.quiet_dependencies():
+        return _train(cfg, callbacks)
+
+
+def _train(cfg: DictConfig, callbacks: Sequence[pl.Callback]) -> TrainResult:
     validate(cfg)
     datamodule, model = _build(cfg)
     run_name, tags = _describe(type(model), datamodule)
@@ -83,6 +88,7 @@ def train(cfg: DictConfig, callbacks: Sequence[pl.Callback] = ()) -> TrainResult
                 metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
                 [test_metrics] = trainer.test(model, datamodule=datamodule, verbose=False)
                 metrics |= test_metrics | _log_results(run, trainer, model, datamodule)
+                run.describe(_description(model, datamodule, trainer, metrics))
             finally:  # a failed or killed run keeps its last checkpoint too
                 _log_checkpoint(run, folder)
     return TrainResult(run.run_id, run.experiment_id, uri, model, datamodule, metrics)
@@ -106,13 +112,18 @@ def _trainer(
     """The Trainer, built before the run exists so that Lightning's own refusals are bad input.
     The run's logger is attached once the run is open."""
     callbacks = [tracking.LightningHandlesSigterm(), *extra_callbacks]
+    arguments = dict(cfg.trainer)
+    if arguments.get("enable_progress_bar") == "auto":  # a bar on a terminal, else epoch lines
+        arguments["enable_progress_bar"] = console.progress_on_a_terminal()
+        if not arguments["enable_progress_bar"]:
+            callbacks.append(console.EpochLines())
     if cfg.trainer.get("enable_checkpointing", True):
         every = cfg.checkpoint.every_n_epochs
         callbacks.append(
             ModelCheckpoint(checkpoint_folder, save_last=True, save_top_k=0, every_n_epochs=every)
         )
     try:
-        return pl.Trainer(**cfg.trainer, logger=False, callbacks=callbacks)
+        return pl.Trainer(**arguments, logger=False, callbacks=callbacks)
     except (MisconfigurationException, ValueError, TypeError) as error:
         raise BadInputError(f"trainer: {_one_line(error)}") from None
 
@@ -133,6 +144,23 @@ def _log_results(
     for name, figure in model.figures(datamodule).items():
         run.log_figure(figure, f"figures/{name}")
     return reference
+
+
+def _description(
+    model: VNNModule, datamodule: VNNDataModule, trainer: pl.Trainer, metrics: dict[str, float]
+) -> str:
+    """One paragraph for the MLflow UI: what was trained on what, and the headline metrics."""
+    info = datamodule.info()
+    headline = ", ".join(
+        f"{name} = {console.format_number(value)}"
+        for name, value in sorted(metrics.items())
+        if name.startswith("test/")
+    )
+    return (
+        f"{type(model).__name__} trained on {type(datamodule).__name__} ({info.n_train} training "
+        f"points, {info.in_features} inputs) for {trainer.current_epoch} epochs, "
+        f"{trainer.global_step} optimiser steps. Test metrics: {headline}."
+    )
 
 
 def _log_checkpoint(run: tracking.TrackedRun, folder: Path) -> None:
@@ -195,6 +223,7 @@ def _hydra_main(cfg: DictConfig) -> dict[str, Any] | None:
         sys.exit(2)
     print(
         f"\nvnnlab: run {run.run_id} FINISHED\n"
+        f"{console.metrics_table(run.metrics)}\n"
         f"  open it:  mlflow ui --backend-store-uri {run.tracking_uri}\n"
         f"  then:     http://127.0.0.1:5000/#/experiments/{run.experiment_id}/runs/{run.run_id}"
     )

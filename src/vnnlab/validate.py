@@ -34,6 +34,7 @@ TRAINER_RANGES: dict[str, Any] = {
     "gradient_clip_val": NonNegative | None,
     "accumulate_grad_batches": PositiveInt,
     "devices": PositiveInt | str | list[NonNegativeInt],
+    "enable_progress_bar": bool | typing.Literal["auto"],  # auto: a bar on a terminal only
     **{
         f"limit_{stage}_batches": NonNegativeInt | typing.Annotated[float, Range(0, 1)] | None
         for stage in ("train", "val", "test", "predict")
