@@ -149,3 +149,12 @@ def test_a_multirun_lists_every_failed_job_and_exits_1(cli):
     runs = [r for r in cli.runs() if r.data.tags["vnnlab.sweep.role"] == "child"]
     statuses = sorted((r.data.params["model.lr"], r.info.status) for r in runs)
     assert statuses == [("0.003", "FINISHED"), ("1e+30", "FAILED"), ("1e+31", "FAILED")]
+
+
+def test_help_lists_the_models_data_sets_and_examples(cli):
+    result = cli.run("--help", timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "model: autoencoder, bnn_classifier, bnn_regressor, linear_autoencoder" in result.stdout
+    assert "data: manifold, mnist, synthetic" in result.stdout
+    assert "vnnlab-train -m model.lr=1e-3,1e-2" in result.stdout
+    assert not cli.store.exists()
