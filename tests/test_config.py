@@ -10,9 +10,9 @@ import pytest
 from hydra.utils import get_class
 from omegaconf import OmegaConf
 
+from vnnlab.cli import CONFIG_DIR
 from vnnlab.data.base import VNNDataModule
 from vnnlab.models.base import VNNModule
-from vnnlab.train import CONFIG_DIR
 
 DATA_DERIVED = {"in_features", "out_features", "n_train"}  # train() passes these from the data
 ENVIRONMENT = {"root"}  # read from $VNNLAB_DATA_ROOT, not a constant

@@ -8,7 +8,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
-from vnnlab.train import CONFIG_DIR
+from vnnlab.cli import CONFIG_DIR
 from vnnlab.validate import validate
 
 EXPERIMENTS = Path(__file__).parents[1] / "experiments"

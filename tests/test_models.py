@@ -10,9 +10,10 @@ from pytorch_lightning import Trainer
 
 from conftest import QUICK
 from idx_files import write_mnist
+from vnnlab.cli import CONFIG_DIR
 from vnnlab.data.synthetic import SyntheticRegressionDataModule
 from vnnlab.models.mlp import MLPRegressor
-from vnnlab.train import CONFIG_DIR, train
+from vnnlab.train import train
 
 SMALL_SYNTHETIC = ["data.n_train=128", "data.n_val=32", "data.n_test=64", "data.batch_size=32"]
 REGRESSION = {"test/mse", "test/rmse", "test/noise_floor", "train/loss", "val/loss", "val/mse"}

@@ -8,12 +8,13 @@ from hydra import compose, initialize_config_dir
 from pytorch_lightning import Trainer
 from torch.distributions import Bernoulli, Normal, kl_divergence
 
+from vnnlab.cli import CONFIG_DIR
 from vnnlab.data.manifold import SyntheticManifoldDataModule
 from vnnlab.errors import BadInputError
 from vnnlab.models.losses import largest_principal_angle
 from vnnlab.models.reduction import PCA, LinearAutoencoder
 from vnnlab.models.vae import VAE
-from vnnlab.train import CONFIG_DIR, train
+from vnnlab.train import train
 
 
 def fitted(model, data, epochs: int, **trainer_args) -> Trainer:

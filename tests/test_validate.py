@@ -7,10 +7,10 @@ import typing
 import pytest
 from hydra import compose, initialize_config_dir
 
+from vnnlab.cli import CONFIG_DIR
 from vnnlab.errors import BadInputError
 from vnnlab.models.layers import ACTIVATIONS, Activation
 from vnnlab.schema import Range
-from vnnlab.train import CONFIG_DIR
 from vnnlab.validate import allows, describe, validate
 
 

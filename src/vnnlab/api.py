@@ -1,9 +1,9 @@
 """vnnlab from Python (a notebook, a script): the command line's overrides as a list.
 
-    from vnnlab.api import load_model, run
-    result = run(["model=vae", "data=manifold", "trainer.max_epochs=5"])
-    result.run_id, result.metrics["test/elbo"], result.model      # the model just trained
-    model = load_model(result.run_id)                             # later, from MLflow
+from vnnlab.api import load_model, run
+result = run(["model=vae", "data=manifold", "trainer.max_epochs=5"])
+result.run_id, result.metrics["test/elbo"], result.model      # the model just trained
+model = load_model(result.run_id)                             # later, from MLflow
 """
 
 import tempfile
@@ -16,8 +16,9 @@ from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 
 from vnnlab import tracking
+from vnnlab.cli import CONFIG_DIR
 from vnnlab.models.base import VNNModule
-from vnnlab.train import CONFIG_DIR, LAST_CHECKPOINT, TrainResult, train
+from vnnlab.train import LAST_CHECKPOINT, TrainResult, train
 
 
 def run(overrides: Sequence[str] = ()) -> TrainResult:

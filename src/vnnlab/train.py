@@ -1,36 +1,25 @@
-"""`vnnlab-train`: config → validate → instantiate → fit → test → log.
+"""Training one model on one data set: config → validate → instantiate → fit → test → log.
 
 `train(cfg)` is a plain function (tests and notebooks call it with a composed config);
-`main()` is the Hydra command line around it. This is the only module that instantiates.
+vnnlab.cli is the Hydra command line around it. This is the only module that instantiates.
 """
 
 import inspect
-import os
-import signal
-import sys
 import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-import hydra
 import pytorch_lightning as pl
-import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import (
-    ConfigCompositionException,
     InstantiationException,
-    MissingConfigException,
-    OverrideParseException,
 )
-from hydra.types import RunMode
 from hydra.utils import get_class, get_original_cwd, instantiate
 from lightning_fabric.utilities.exceptions import MisconfigurationException
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
-from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from vnnlab import console, sweep, tracking
 from vnnlab.data.base import VNNDataModule
@@ -38,7 +27,6 @@ from vnnlab.errors import BadInputError
 from vnnlab.models.base import VNNModule
 from vnnlab.validate import validate
 
-CONFIG_DIR = str(Path(__file__).parent / "conf")  # a link to the top-level conf/ in a checkout
 LAST_CHECKPOINT = "last.ckpt"
 
 
@@ -208,70 +196,7 @@ def _describe(model_class: type, datamodule) -> tuple[str, dict[str, str]]:
     return " ".join([f"{model_name}-{data_name}", *overrides]), tags
 
 
-# What Hydra raises while composing the config from the overrides, before any job starts.
-COMPOSITION_ERRORS = (ConfigCompositionException, MissingConfigException, OverrideParseException)
+if __name__ == "__main__":  # `python -m vnnlab.train`, the same as `vnnlab-train`
+    from vnnlab.cli import main
 
-
-@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
-def _hydra_main(cfg: DictConfig) -> dict[str, Any] | None:
-    if HydraConfig.get().mode == RunMode.MULTIRUN:
-        return _sweep_job(cfg)
-    try:
-        run = train(cfg)
-    except BadInputError as error:
-        print(f"vnnlab: {error}", file=sys.stderr)
-        sys.exit(2)
-    print(
-        f"\nvnnlab: run {run.run_id} FINISHED\n"
-        f"{console.metrics_table(run.metrics)}\n"
-        f"  open it:  mlflow ui --backend-store-uri {run.tracking_uri}\n"
-        f"  then:     http://127.0.0.1:5000/#/experiments/{run.experiment_id}/runs/{run.run_id}"
-    )
-    return None
-
-
-def _sweep_job(cfg: DictConfig) -> dict[str, Any]:
-    """One job of a multirun. A failure is reported and recorded, never raised: Hydra's basic
-    launcher would stop the sweep at a SystemExit and report only the first exception; the
-    sweep callback (vnnlab.sweep) lists every failed job at the end and exits non-zero."""
-    job = sweep.job_name(sweep.current_sweep())
-    threads = sweep.threads_per_job()
-    if threads is not None:
-        torch.set_num_threads(threads)
-    try:
-        run = train(cfg)
-    except BadInputError as error:
-        outcome = sweep.JobOutcome(job, "BAD_INPUT", str(error))
-    except Exception as error:  # the run itself ended FAILED with this reason
-        outcome = sweep.JobOutcome(job, "FAILED", f"{type(error).__name__}: {_one_line(error)}")
-    else:
-        outcome = sweep.JobOutcome(job, "FINISHED", "", run.run_id, run.metrics)
-    if outcome.status != "FINISHED":
-        print(f"vnnlab: job [{job}] {outcome.status}: {outcome.reason}", file=sys.stderr)
-    sweep.record(outcome)
-    return outcome.as_dict()
-
-
-def main() -> None:
-    """Console entry point. An override Hydra cannot compose (an unknown key, a missing
-    option) is bad input as well: one line and exit 2, instead of Hydra's report and exit 1."""
-    # Hydra prints its own errors and exits 1 unless this is set; with it they reach us.
-    os.environ.setdefault("HYDRA_FULL_ERROR", "1")
-    try:
-        _hydra_main()
-    except SIGTERMException:  # Lightning's stop on SIGTERM is a SystemExit without a code
-        sys.exit(128 + signal.SIGTERM)
-    except COMPOSITION_ERRORS as error:
-        text = str(error).split("Config search path")[0]  # drop Hydra's search-path dump
-        print("vnnlab: " + " ".join(line.strip() for line in text.splitlines()), file=sys.stderr)
-        sys.exit(2)
-    finally:
-        sweep.end_open_parents("KILLED")  # a sweep interrupted between jobs
-    failure = sweep.take_failure()
-    if failure is not None:
-        print(f"vnnlab: {failure}", file=sys.stderr)
-        sys.exit(failure.exit_code)
-
-
-if __name__ == "__main__":
     main()
