@@ -62,19 +62,33 @@ def _sweep_job(cfg: DictConfig) -> dict[str, Any]:
     threads = sweep.threads_per_job()
     if threads is not None:
         torch.set_num_threads(threads)
+    pruning = _trial_pruning(cfg)
     try:
-        run = train(cfg)
+        run = train(cfg, callbacks=[pruning] if pruning else [])
     except BadInputError as error:
         outcome = sweep.JobOutcome(job, "BAD_INPUT", str(error))
     except Exception as error:  # the run itself ended FAILED with this reason
         reason = " ".join(f"{type(error).__name__}: {error}".split())
         outcome = sweep.JobOutcome(job, "FAILED", reason)
     else:
-        outcome = sweep.JobOutcome(job, "FINISHED", "", run.run_id, run.metrics)
+        if pruning is not None and pruning.pruned:
+            reason = f"pruned by the sweeper after epoch {pruning.pruned_epoch}"
+            outcome = sweep.JobOutcome(job, "PRUNED", reason, run.run_id, run.metrics)
+        else:
+            outcome = sweep.JobOutcome(job, "FINISHED", "", run.run_id, run.metrics)
     if outcome.status != "FINISHED":
         print(f"vnnlab: job [{job}] {outcome.status}: {outcome.reason}", file=sys.stderr)
     sweep.record(outcome)
     return outcome.as_dict()
+
+
+def _trial_pruning(cfg: DictConfig):
+    """The Optuna sweeper's per-epoch pruning, when this job is one of its trials."""
+    if cfg.get("trial") is None:
+        return None
+    from vnnlab.pruning import TrialPruning
+
+    return TrialPruning(**cfg.trial)
 
 
 def main() -> None:
