@@ -18,8 +18,6 @@ from typing import Any
 from matplotlib.figure import Figure
 from mlflow.entities import Metric, Param, RunStatus
 from mlflow.tracking import MlflowClient
-from pytorch_lightning.callbacks import Callback
-from pytorch_lightning.loggers import MLFlowLogger
 
 LOG_BATCH_LIMIT = 100  # MLflow accepts at most 100 params per log_batch call
 
@@ -93,15 +91,8 @@ def experiment_id(client: MlflowClient, name: str) -> str:
     return experiment.experiment_id
 
 
-class _RunLogger(MLFlowLogger):
-    """Lightning's MLflow logger on an existing run. Lightning would mark the run FINISHED at
-    the end of `fit`, before `test`; the run's status belongs to `tracked_run` instead."""
-
-    def finalize(self, status: str = "success") -> None:
-        pass
-
-
-_running_trainers: set[int] = set()  # ids of Trainers between setup and teardown
+# ids of the Trainers running a stage (vnnlab.lightning_hooks.LightningHandlesSigterm)
+running_trainers: set[int] = set()
 
 
 def raise_interrupt(signum: int, frame: Any) -> None:
@@ -109,22 +100,8 @@ def raise_interrupt(signum: int, frame: Any) -> None:
     While a Trainer runs, Lightning's own handler has already noted the signal and stops at
     the next batch with SIGTERMException (a SystemExit, also KILLED); raising here as well
     could cut a database write in half and leave the store locked."""
-    if not _running_trainers:
+    if not running_trainers:
         raise KeyboardInterrupt(f"signal {signum}")
-
-
-class LightningHandlesSigterm(Callback):
-    """Tells `raise_interrupt` when a Trainer is running: from the setup of a stage (fit,
-    test) to its teardown, or to the exception that ends it (then there is no teardown)."""
-
-    def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
-        _running_trainers.add(id(trainer))
-
-    def teardown(self, trainer: Any, pl_module: Any, stage: str) -> None:
-        _running_trainers.discard(id(trainer))
-
-    def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
-        _running_trainers.discard(id(trainer))
 
 
 class TrackedRun:
@@ -139,8 +116,10 @@ class TrackedRun:
     def experiment_id(self) -> str:
         return self.client.get_run(self.run_id).info.experiment_id
 
-    def lightning_logger(self) -> MLFlowLogger:
-        return _RunLogger(tracking_uri=self.tracking_uri, run_id=self.run_id)
+    def lightning_logger(self) -> Any:
+        from vnnlab.lightning_hooks import RunLogger  # Lightning only where a model trains
+
+        return RunLogger(tracking_uri=self.tracking_uri, run_id=self.run_id)
 
     def log_params(self, params: Mapping[str, str]) -> None:
         items = [Param(key, value) for key, value in params.items()]

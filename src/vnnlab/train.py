@@ -24,6 +24,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from vnnlab import console, sweep, tracking
 from vnnlab.data.base import VNNDataModule
 from vnnlab.errors import BadInputError
+from vnnlab.lightning_hooks import LightningHandlesSigterm
 from vnnlab.models.base import VNNModule
 from vnnlab.validate import validate
 
@@ -99,7 +100,7 @@ def _trainer(
 ) -> pl.Trainer:
     """The Trainer, built before the run exists so that Lightning's own refusals are bad input.
     The run's logger is attached once the run is open."""
-    callbacks = [tracking.LightningHandlesSigterm(), *extra_callbacks]
+    callbacks = [LightningHandlesSigterm(), *extra_callbacks]
     arguments = dict(cfg.trainer)
     if arguments.get("enable_progress_bar") == "auto":  # a bar on a terminal, else epoch lines
         arguments["enable_progress_bar"] = console.progress_on_a_terminal()

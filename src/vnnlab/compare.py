@@ -1,0 +1,435 @@
+"""vnnlab-compare: a sweep's child runs as one table (markdown, CSV) and a figure of a metric
+against a swept parameter, logged to the sweep's parent run.
+
+A sweep in MLflow (written by sweep.py): a parent run tagged `vnnlab.sweep.role=parent`, whose
+tag `vnnlab.sweep.params` lists the swept keys, and one child run per job tagged
+`mlflow.parentRunId=<parent>`, with the resolved config as dotted params and `{stage}/{term}`
+metrics. A row is a dict: `run_id`, `name`, params, metrics, `status`, `duration_s`, `failure`;
+metric keys contain "/", config keys never do.
+"""
+
+import argparse
+import csv
+import io
+import math
+import sys
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from matplotlib.figure import Figure
+from mlflow.entities import Run
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from vnnlab import plots, tracking
+from vnnlab.errors import BadInputError
+
+ROLE_TAG = "vnnlab.sweep.role"
+PARAMS_TAG = "vnnlab.sweep.params"
+PARENT_TAG = "mlflow.parentRunId"
+FAILURE_TAG = "vnnlab.failure"
+SHOWN_BESIDE_TEST = ("val/loss",)  # default metric columns: every test/* metric, then these
+SEARCH_PAGE = 1000
+MAX_CELL = 80  # characters of text in a markdown cell (a failure reason can run to 5000)
+MARKDOWN, CSV, PNG = "comparison.md", "comparison.csv", "comparison.png"
+
+
+# --- finding the sweep ----------------------------------------------------------------------
+
+
+def find_sweep(client: MlflowClient, sweep: str | None, experiment: str | None) -> Run:
+    """The parent run with id `sweep`; without one, the latest parent run (by start time) in
+    the experiment named `experiment`, or in any experiment."""
+    if sweep is not None:
+        return _parent_run(client, sweep)
+    latest = client.search_runs(
+        _experiment_ids(client, experiment),
+        f"tags.`{ROLE_TAG}` = 'parent'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    if not latest:
+        where = f"experiment {experiment!r}" if experiment else client.tracking_uri
+        raise BadInputError(f"no sweep in {where}: run a multirun first (vnnlab-train -m ...)")
+    return latest[0]
+
+
+def _parent_run(client: MlflowClient, run_id: str) -> Run:
+    try:
+        run = client.get_run(run_id)
+    except MlflowException as error:
+        if error.error_code not in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            raise  # a store that cannot be read is not the user's typo
+        raise BadInputError(f"no run {run_id!r} in {client.tracking_uri}") from None
+    if run.data.tags.get(ROLE_TAG) != "parent":
+        parent = run.data.tags.get(PARENT_TAG)
+        hint = f"its sweep is {parent}" if parent else "expected the parent run of a multirun"
+        raise BadInputError(f"run {run_id!r} is not a sweep: {hint}")
+    return run
+
+
+def _experiment_ids(client: MlflowClient, name: str | None) -> list[str]:
+    if name is None:
+        return [e.experiment_id for e in client.search_experiments()]
+    experiment = client.get_experiment_by_name(name)
+    if experiment is None:
+        raise BadInputError(f"no experiment {name!r} in {client.tracking_uri}")
+    return [experiment.experiment_id]
+
+
+def child_runs(client: MlflowClient, parent: Run) -> list[Run]:
+    """Every run nested under `parent`, in the order they started."""
+    query = f"tags.`{PARENT_TAG}` = '{parent.info.run_id}'"
+    runs: list[Run] = []
+    token = None
+    while True:
+        page = client.search_runs(
+            [parent.info.experiment_id],
+            query,
+            max_results=SEARCH_PAGE,
+            order_by=["attributes.start_time ASC"],
+            page_token=token,
+        )
+        runs.extend(page)
+        token = page.token
+        if not token:
+            return runs
+
+
+def swept_parameters(parent: Run, children: Sequence[Run]) -> list[str]:
+    """The parent's swept keys. A swept config group (`model=vae,pca`) is no param itself: its
+    params that differ between children stand for it, as do all differing params when the
+    parent names no key."""
+    declared = [key.strip() for key in parent.data.tags.get(PARAMS_TAG, "").split(",")]
+    declared = [key for key in declared if key]
+    if not declared:
+        return _differing_params(children, prefix="")
+    columns: list[str] = []
+    for key in declared:
+        is_param = any(key in child.data.params for child in children)
+        columns += [key] if is_param else _differing_params(children, prefix=f"{key}.")
+    return list(dict.fromkeys(columns))
+
+
+def _differing_params(children: Sequence[Run], prefix: str) -> list[str]:
+    keys = sorted(
+        {key for child in children for key in child.data.params if key.startswith(prefix)}
+    )
+    return [key for key in keys if len({child.data.params.get(key) for child in children}) > 1]
+
+
+# --- the table ------------------------------------------------------------------------------
+
+
+def sweep_table(
+    client: MlflowClient,
+    parent: Run,
+    metrics: Sequence[str] | None = None,
+    sort_by: str | None = None,
+    descending: bool = False,
+) -> list[dict[str, Any]]:
+    """One row per child run of `parent`: run_id, name, the swept params, `metrics` (default:
+    every test/* metric any child logged, and val/loss), status, duration_s, failure. Sorted
+    by `sort_by` (a metric or param; rows without it last), else by start time."""
+    children = child_runs(client, parent)
+    return table_of(children, swept_parameters(parent, children), metrics, sort_by, descending)
+
+
+def table_of(
+    children: Sequence[Run],
+    params: Sequence[str],
+    metrics: Sequence[str] | None = None,
+    sort_by: str | None = None,
+    descending: bool = False,
+    also: Iterable[str | None] = (),
+) -> list[dict[str, Any]]:
+    """The rows of `children` with these param and metric columns; a key in `also` or
+    `sort_by` that some child has as a metric or param becomes a column too."""
+    metric_columns = list(metrics) if metrics is not None else _logged_metrics(children)
+    params, metric_columns = _with_keys(children, params, metric_columns, [sort_by, *also])
+    rows = [_row(child, params, metric_columns) for child in children]
+    return sort_rows(rows, sort_by, descending) if sort_by else rows
+
+
+def _logged_metrics(children: Sequence[Run]) -> list[str]:
+    logged = {key for child in children for key in child.data.metrics}
+    tests = sorted(key for key in logged if key.startswith("test/"))
+    return tests + [key for key in SHOWN_BESIDE_TEST if key in logged]
+
+
+def _with_keys(
+    children: Sequence[Run], params: Sequence[str], metrics: Sequence[str], keys: Iterable
+) -> tuple[list[str], list[str]]:
+    params, metrics = list(params), list(metrics)
+    for key in keys:
+        if key is None or key in params or key in metrics:
+            continue
+        if any(key in child.data.metrics for child in children):
+            metrics.append(key)
+        elif any(key in child.data.params for child in children):
+            params.append(key)
+    return params, metrics
+
+
+def _row(child: Run, params: Sequence[str], metrics: Sequence[str]) -> dict[str, Any]:
+    info, data = child.info, child.data
+    return {
+        "run_id": info.run_id,
+        "name": info.run_name,
+        **{key: parse_param(data.params.get(key)) for key in params},
+        **{key: data.metrics.get(key) for key in metrics},
+        "status": info.status,
+        "duration_s": (info.end_time - info.start_time) / 1000 if info.end_time else None,
+        "failure": data.tags.get(FAILURE_TAG, ""),
+    }
+
+
+def parse_param(text: str | None) -> int | float | str | None:
+    """MLflow keeps params as text: "16" → 16, "1e-3" → 0.001, anything else unchanged."""
+    if text is None:
+        return None
+    for number in (int, float):
+        try:
+            return number(text)
+        except ValueError:
+            pass
+    return text
+
+
+def sort_rows(rows: list[dict[str, Any]], key: str, descending: bool = False) -> list[dict]:
+    """Rows ordered by `key`, rows without it (or with NaN) last either way; ties keep order."""
+    present = [row for row in rows if not _missing(row.get(key))]
+    if not present:
+        raise BadInputError(
+            f"no run of this sweep has {key!r} to sort by: expected one of "
+            + ", ".join(columns_of(rows))
+        )
+    # numbers before text, so a column mixing both still sorts
+    present.sort(key=lambda row: (isinstance(row[key], str), row[key]), reverse=descending)
+    return present + [row for row in rows if _missing(row.get(key))]
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def columns_of(rows: Iterable[dict[str, Any]]) -> list[str]:
+    """Every key of the rows, in first-seen order."""
+    return list(dict.fromkeys(key for row in rows for key in row))
+
+
+# --- markdown, CSV, figure ------------------------------------------------------------------
+
+
+def to_markdown(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = None) -> str:
+    """A GitHub table; floats with 4 significant digits, number columns right-aligned."""
+    columns = list(columns) if columns is not None else columns_of(rows)
+    aligned = ["---:" if _numeric_column(rows, column) else "---" for column in columns]
+    lines = [
+        _markdown_line([_cell(column) for column in columns]),
+        _markdown_line(aligned),
+        *(_markdown_line([_cell(row.get(column)) for column in columns]) for row in rows),
+    ]
+    return "\n".join(lines)
+
+
+def _markdown_line(cells: Sequence[str]) -> str:
+    return "| " + " | ".join(cells) + " |"
+
+
+def _numeric_column(rows: Sequence[dict[str, Any]], column: str) -> bool:
+    values = [row.get(column) for row in rows if row.get(column) is not None]
+    return bool(values) and all(isinstance(v, int | float) for v in values)
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    text = " ".join(str(value).split()).replace("|", "\\|")
+    return text if len(text) <= MAX_CELL else text[: MAX_CELL - 1] + "…"
+
+
+def csv_text(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = None) -> str:
+    """The rows as CSV with a header; floats in full precision, missing values empty."""
+    buffer = io.StringIO()
+    fields = list(columns) if columns is not None else columns_of(rows)
+    writer = csv.DictWriter(buffer, fields, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+def to_csv(
+    rows: Sequence[dict[str, Any]], path: str | Path, columns: Sequence[str] | None = None
+) -> None:
+    Path(path).write_text(csv_text(rows, columns), encoding="utf-8")
+
+
+def comparison_figure(
+    rows: Sequence[dict[str, Any]], metric: str, x: str, group: str | None
+) -> Figure:
+    """`metric` against the parameter `x`, one line per value of `group`, over the rows with
+    finite numbers for both."""
+    plotted = [row for row in rows if _is_number(row.get(x)) and _is_number(row.get(metric))]
+    if not plotted:
+        raise BadInputError(f"nothing to plot: no run has numbers for both {x!r} and {metric!r}")
+    return plots.metric_against_parameter(plotted, x=x, y=metric, group=group)
+
+
+# --- a sweep's report -----------------------------------------------------------------------
+
+
+def report_sweep(
+    tracking_uri: str,
+    parent_run_id: str,
+    sort_by: str | None = None,
+    metric: str | None = None,
+    x: str | None = None,
+    group: str | None = None,
+    descending: bool = False,
+) -> str:
+    """Log comparison.md, comparison.csv and (when a swept param is numeric and a metric was
+    logged) comparison.png to the sweep's parent run; returns the markdown table."""
+    client = MlflowClient(tracking_uri)
+    parent = find_sweep(client, parent_run_id, None)
+    rows, _ = log_comparison(client, parent, sort_by, descending, metric, x, group)
+    return to_markdown(rows)
+
+
+def log_comparison(
+    client: MlflowClient,
+    parent: Run,
+    sort_by: str | None = None,
+    descending: bool = False,
+    metric: str | None = None,
+    x: str | None = None,
+    group: str | None = None,
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """The table, and the names of the artifacts logged to `parent`. Bad input is refused
+    before anything is logged."""
+    children = child_runs(client, parent)
+    swept = swept_parameters(parent, children)
+    rows = table_of(
+        children, swept, sort_by=sort_by, descending=descending, also=(metric, x, group)
+    )
+    axes = figure_axes(rows, swept, metric, x, group, sort_by)
+    figure = comparison_figure(rows, *axes) if axes else None
+    run_id = parent.info.run_id
+    client.log_text(run_id, to_markdown(rows), MARKDOWN)
+    client.log_text(run_id, csv_text(rows), CSV)
+    if figure is None:
+        return rows, [MARKDOWN, CSV]
+    client.log_figure(run_id, figure, PNG)
+    return rows, [MARKDOWN, CSV, PNG]
+
+
+def figure_axes(
+    rows: Sequence[dict[str, Any]],
+    swept: Sequence[str],
+    metric: str | None,
+    x: str | None,
+    group: str | None,
+    sort_by: str | None = None,
+) -> tuple[str, str, str | None] | None:
+    """(metric, x, group) for the figure. Defaults: metric = sort_by when it is a metric, else
+    the first test/ column; x = the first numeric swept param; group = the next swept param.
+    None when the defaults find nothing to plot; a key asked for that no row has is refused."""
+    asked = [key for key in (metric, x, group) if key is not None]
+    for key in asked:
+        if all(_missing(row.get(key)) for row in rows):
+            raise BadInputError(f"no run of this sweep has {key!r} to plot")
+    if metric is None and sort_by is not None and "/" in sort_by:
+        metric = sort_by
+    metric = metric or next((c for c in columns_of(rows) if c.startswith("test/")), None)
+    numeric = [key for key in swept if any(_is_number(row.get(key)) for row in rows)]
+    x = x or next(iter(numeric), None)
+    if metric is None or x is None:
+        return None
+    group = group or next((key for key in swept if key != x), None)
+    plottable = any(_is_number(row.get(x)) and _is_number(row.get(metric)) for row in rows)
+    return (metric, x, group) if plottable or asked else None
+
+
+# --- the console script ---------------------------------------------------------------------
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, like every other bad input
+        print(f"{self.prog}: {message} (see --help)", file=sys.stderr)
+        sys.exit(2)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="vnnlab-compare",
+        description="A sweep's runs as a table (printed, written to OUT as comparison.csv and "
+        "comparison.md) and a figure of a metric against a swept parameter, all logged to the "
+        "sweep's parent run.",
+    )
+    parser.add_argument("sweep", nargs="?", metavar="SWEEP_RUN_ID",
+                        help="the sweep's parent run id (default: the latest sweep)")  # fmt: skip
+    parser.add_argument("--experiment", metavar="NAME",
+                        help="look for the latest sweep in this experiment only")  # fmt: skip
+    parser.add_argument("--tracking-uri", metavar="URI",
+                        help="MLflow store (default: $MLFLOW_TRACKING_URI, else "
+                        "sqlite:///mlflow.db in this folder)")  # fmt: skip
+    parser.add_argument("--sort", metavar="KEY", help="sort by this metric or param")
+    parser.add_argument("--descending", action="store_true", help="largest first")
+    parser.add_argument("--metric", help="the figure's y (default: --sort, or the first test/)")
+    parser.add_argument("--x", metavar="PARAM", help="the figure's x (default: first swept)")
+    parser.add_argument("--group", metavar="PARAM", help="one line per value of this param")
+    parser.add_argument("--out", type=Path, default=Path("."), metavar="DIR",
+                        help="where comparison.csv and comparison.md go (default: .)")  # fmt: skip
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = _parser().parse_args(argv)
+    try:
+        _check_out(args.out)
+        client = MlflowClient(_existing_store(args.tracking_uri))
+        parent = find_sweep(client, args.sweep, args.experiment)
+        rows, logged = log_comparison(
+            client, parent, args.sort, args.descending, args.metric, args.x, args.group
+        )
+    except BadInputError as error:
+        print(f"vnnlab-compare: {error}", file=sys.stderr)
+        sys.exit(2)
+    print(to_markdown(rows))
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / MARKDOWN).write_text(to_markdown(rows) + "\n", encoding="utf-8")
+    to_csv(rows, args.out / CSV)
+    # where things went on stderr, so that stdout is the table alone (`> table.md`)
+    info = parent.info
+    print(f"sweep {info.run_name!r} ({info.run_id}): {len(rows)} runs", file=sys.stderr)
+    print(f"wrote {args.out / CSV} and {args.out / MARKDOWN}", file=sys.stderr)
+    print(f"logged {', '.join(logged)} to {info.artifact_uri}", file=sys.stderr)
+
+
+def _check_out(out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise BadInputError(f"--out {out} is a file: expected a folder")
+
+
+def _existing_store(configured: str | None) -> str:
+    """The tracking URI; a SQLite file that does not exist is refused, since MLflow would
+    create an empty store there and then report no sweep."""
+    uri = tracking.resolve_tracking_uri(configured, Path.cwd())
+    prefix = "sqlite:///"
+    path = Path(uri[len(prefix) :])
+    if uri.startswith(prefix) and ":memory:" not in uri and not path.is_file():
+        raise BadInputError(
+            f"no MLflow store at {path}: run vnnlab-train here or pass --tracking-uri"
+        )
+    return uri
+
+
+if __name__ == "__main__":
+    main()
