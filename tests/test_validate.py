@@ -36,7 +36,7 @@ def composed(*overrides: str):
         ("model.activation=gelu", "model.activation='gelu' is not allowed: expected one of relu"),
         (
             "model.hidden=[50,0]",
-            "model.hidden=[50, 0] is not allowed: expected a list of an integer ≥ 1",
+            "model.hidden=[50, 0] is not allowed: expected a list of integers ≥ 1",
         ),  # fmt: skip
         ("model.hidden=50", "model.hidden=50 is not allowed: expected a list of"),
         ("model.momentum=1.5", "model.momentum=1.5 is not allowed: expected a number in [0, 1)"),

@@ -166,5 +166,7 @@ def describe(annotation: Any) -> str:
     if annotation in names:
         return names[annotation]
     if origin in (list, tuple, Sequence, typing.Sequence):
-        return f"a list of {describe(args[0]) if args else 'values'}, e.g. [50,50]"
+        item = describe(args[0]) if args else "values"
+        plural = item.replace("an integer", "integers").replace("a number", "numbers")
+        return f"a list of {plural}, e.g. [50,50]"
     return getattr(annotation, "__name__", str(annotation))

@@ -60,7 +60,7 @@ class ActiveUnits(Metric):
 
 
 class VAE(ReductionModule):
-    """VAE(latent_dim=20, sigma2=0.1, lr=1e-3): encoder n → hidden → (g, log h²), decoder
+    """VAE(latent_dim=8, sigma2=0.1, lr=1e-3): encoder n → hidden → (g, log h²), decoder
     m → reversed(hidden) → n. At test, `log_likelihood` is the importance-weighted estimate
     of log p(x) with K = `is_samples` draws from q on the first `is_points` test examples; on
     the same K draws it is never below their ELBO estimate (Jensen's inequality)."""
@@ -68,7 +68,7 @@ class VAE(ReductionModule):
     def __init__(
         self,
         in_features: int,
-        latent_dim: PositiveInt = 20,
+        latent_dim: PositiveInt = 8,
         hidden: Sequence[PositiveInt] = (400,),
         activation: Activation = "relu",
         likelihood: Likelihood = "gaussian",
