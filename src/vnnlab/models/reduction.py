@@ -89,7 +89,7 @@ class LinearAutoencoder(ReductionModule):
     subspace, and `orthogonality_defect`, ‖WᵀW − I‖_F of its decoder.
     """
 
-    def __init__(self, in_features: int, latent_dim: PositiveInt = 8, lr: Positive = 1e-3, **optim):
+    def __init__(self, in_features: int, latent_dim: PositiveInt = 8, lr: Positive = 1e-2, **optim):
         super().__init__(lr=lr, **optim)
         self.save_hyperparameters(logger=False)
         self.encoder = nn.Linear(in_features, latent_dim)
