@@ -106,6 +106,9 @@ def main() -> None:
         if _stopped_by_sigterm(stop):  # Lightning's stop on SIGTERM: a SystemExit, no code
             sys.exit(128 + signal.SIGTERM)
         raise
+    except KeyboardInterrupt as stop:  # Ctrl-C, or SIGTERM between jobs (tracking.raise_interrupt)
+        by_sigterm = str(stop) == f"signal {signal.SIGTERM}"
+        sys.exit(128 + (signal.SIGTERM if by_sigterm else signal.SIGINT))
     finally:
         _end_sweep_if_interrupted()
     _exit_if_the_sweep_failed()
