@@ -18,8 +18,8 @@ STUDIES = sorted(p.parent.name for p in EXPERIMENTS.glob("*/config.yaml"))
 def test_studies_are_found_where_the_package_points():
     import vnnlab
 
-    served = Path(vnnlab.__file__).parent / "experiments"
-    assert served.resolve() == EXPERIMENTS.resolve()
+    served = Path(vnnlab.__file__).parent / "experiments"  # a link in a checkout, a copy in a wheel
+    assert sorted(p.parent.name for p in served.glob("*/config.yaml")) == STUDIES
     assert {"gap_uncertainty", "learning_rate", "vae_latent_sigma2"} <= set(STUDIES)
 
 
