@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -39,6 +40,16 @@ class CLI:
             self.command(*overrides), cwd=self.workdir, env=self.env,
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
+
+    def wait_for_an_epoch(self, process: subprocess.Popen, timeout: float = 120) -> None:
+        """Until some run has logged train/loss: training is under way in `process`."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.store.exists() and any("train/loss" in r.data.metrics for r in self.runs()):
+                return
+            time.sleep(0.5)
+        process.kill()
+        pytest.fail(f"no epoch logged: {process.communicate()[1][-2000:]}")
 
     @property
     def store(self) -> Path:
