@@ -43,4 +43,3 @@ Positive = Annotated[float, Range(low=0, low_open=True)]
 NonNegative = Annotated[float, Range(low=0)]
 PositiveInt = Annotated[int, Range(low=1)]
 NonNegativeInt = Annotated[int, Range(low=0)]
-UnitOpen = Annotated[float, Range(low=0, high=1, low_open=True, high_open=True)]  # (0, 1)
