@@ -29,6 +29,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Subset
 from torchvision.transforms import ToTensor
 
+from vnnlab.console import quiet_dependencies
 from vnnlab.data.mnist import MNISTDataModule
 from vnnlab.models.vae import VAE
 
@@ -190,7 +191,8 @@ def main() -> None:
     indices = module.split_indices["train"].tolist()
     loader = per_item_batches(args.root, indices, args.batch_size, args.seed)
     start = time.perf_counter()
-    summary = summarise(time_both(module, loader, args.repeats, args.seed))
+    with quiet_dependencies():  # Lightning's device lines and tips, once per repeat
+        summary = summarise(time_both(module, loader, args.repeats, args.seed))
     ratio = summary[PLAIN]["seconds_per_epoch"] / summary[VNNLAB]["seconds_per_epoch"]
     print(f"{'path':<44} {'epoch s (median)':>16} {'train loss':>11}")
     for name, row in summary.items():
