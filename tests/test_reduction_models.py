@@ -71,7 +71,7 @@ def test_vae_elbo_terms_against_torch_distributions(likelihood):
     model = VAE(6, latent_dim=2, hidden=[5], likelihood=likelihood, sigma2=0.3, mc_samples=4)
     x = torch.rand(7, 6)
     torch.manual_seed(1)
-    terms = model.elbo_terms(x)
+    terms = model.elbo_terms(x, model.posterior(x))
     with torch.no_grad():
         features = model.trunk(x)
         mean, logvar = model.mean_head(features), model.logvar_head(features)

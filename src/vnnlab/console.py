@@ -21,6 +21,8 @@ QUIET_LOGGERS = ("pytorch_lightning.utilities.rank_zero", "lightning_fabric.util
 DEPENDENCY_WARNINGS = (
     r"`isinstance\(treespec, LeafSpec\)` is deprecated",
     r"The number of training batches \(\d+\) is smaller than the logging interval",
+    # PCA is fitted in closed form: it has no optimiser by design
+    r"`LightningModule.configure_optimizers` returned `None`",
 )
 
 

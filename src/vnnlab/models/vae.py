@@ -137,9 +137,10 @@ class VAE(ReductionModule):
     def decode(self, z: Tensor) -> Tensor:
         return self.likelihood_mean(self.decoder(z))
 
-    def elbo_terms(self, x: Tensor) -> dict[str, Tensor]:
-        """Per example (B,): recon = E_q[−log p(x | z)] over M draws, kl, elbo, loss = −elbo."""
-        mean, logvar = self.posterior(x)
+    def elbo_terms(self, x: Tensor, posterior: tuple[Tensor, Tensor]) -> dict[str, Tensor]:
+        """Per example (B,): recon = E_q[−log p(x | z)] over M draws, kl, elbo, loss = −elbo;
+        `posterior`: (g(x), log h(x)²) from `posterior(x)`."""
+        mean, logvar = posterior
         z = self.sample_latent(mean, logvar, self.mc_samples)  # (M, B, m)
         recon = self.reconstruction_nll(x, self.decoder(z)).mean(dim=0)
         kl = standard_normal_kl(mean, logvar)
@@ -148,7 +149,12 @@ class VAE(ReductionModule):
 
     def log_likelihood(self, x: Tensor, n_samples: int) -> Tensor:
         """Importance-weighted estimate of log p(x) (B,) with K = n_samples draws from q."""
-        mean, logvar = self.posterior(x)
+        return self._log_likelihood(x, n_samples, self.posterior(x))
+
+    def _log_likelihood(
+        self, x: Tensor, n_samples: int, posterior: tuple[Tensor, Tensor]
+    ) -> Tensor:
+        mean, logvar = posterior
         z = self.sample_latent(mean, logvar, n_samples)  # (K, B, m)
         log_prior = gaussian_log_prob(z, torch.zeros_like(z), 1.0).sum(dim=-1)  # (K, B)
         log_q = gaussian_log_prob(z, mean, logvar.exp()).sum(dim=-1)
@@ -158,7 +164,8 @@ class VAE(ReductionModule):
     # --- training and evaluation ------------------------------------------------------------
 
     def training_terms(self, batch: tuple[Tensor, ...]) -> dict[str, Tensor]:
-        return {name: value.mean() for name, value in self.elbo_terms(batch[0]).items()}
+        x = batch[0]
+        return {name: value.mean() for name, value in self.elbo_terms(x, self.posterior(x)).items()}
 
     def special_metrics(self, stage: str) -> dict[str, Metric]:
         return {"active_units": ActiveUnits()} if stage == "test" else {}
@@ -169,14 +176,18 @@ class VAE(ReductionModule):
 
     def evaluate(self, batch: tuple[Tensor, ...], stage: str) -> dict[str, Any]:
         x = batch[0]
-        values = self.elbo_terms(x)
-        values["recon_mse"] = reconstruction_mse(x, self.reconstruct(x))
+        mean, logvar = self.posterior(x)  # one encoder pass serves every value below
+        values = self.elbo_terms(x, (mean, logvar))
+        values["recon_mse"] = reconstruction_mse(x, self.decode(mean))
         if stage != "test":
             return values
-        values["active_units"] = (self.encode(x),)
+        values["active_units"] = (mean,)
         wanted = min(len(x), self.hparams["is_points"] - self._is_points_seen)
         if wanted > 0:
-            values["log_likelihood"] = self.log_likelihood(x[:wanted], self.hparams["is_samples"])
+            first = (mean[:wanted], logvar[:wanted])
+            values["log_likelihood"] = self._log_likelihood(
+                x[:wanted], self.hparams["is_samples"], first
+            )
             self._is_points_seen += wanted
         return values
 
