@@ -33,18 +33,29 @@ GROUP_JOBS = [
     ({"model._target_": "vnnlab.models.mlp.MLPRegressor"}, {"test/mse": 0.5}, "FINISHED"),
     ({"model.sigma2": "0.1"}, {"test/mse": 0.4}, "FINISHED"),
 ]
+# the same, as train() records it: each child tagged with its choice (vnnlab.model); the second
+# was stopped by SIGTERM
+KILLED_BY = "KeyboardInterrupt('signal 15')"
+CHOICE_JOBS = [
+    ({"model._target_": "vnnlab.models.mlp.MLPRegressor", "model.lr": "0.01"},
+     {"test/mse": 0.5}, "FINISHED", {"vnnlab.model": "mlp_regressor"}),
+    ({"model.lr": "0.001", "model.sigma2": "0.1"}, {"test/mse": 0.4}, "KILLED",
+     {"vnnlab.model": "bnn_regressor", "vnnlab.stopped_by": KILLED_BY}),
+]  # fmt: skip
 
 
 def make_sweep(client, experiment_id, start, params_tag, jobs):
-    """A parent and its children; `jobs`: (params, metrics, status) each, started 10 s apart."""
+    """A parent and its children; `jobs`: (params, metrics, status[, tags]) each, started 10 s
+    apart."""
     tags = {"vnnlab.sweep.role": "parent", "vnnlab.sweep.params": params_tag,
             "vnnlab.sweep.overrides": "", "vnnlab.sweep.launcher": "BasicLauncher",
             "vnnlab.sweep.sweeper": "BasicSweeper"}  # fmt: skip
     parent = client.create_run(experiment_id, start_time=start, tags=tags, run_name="sweep x")
     parent_id = parent.info.run_id
-    for number, (params, metrics, status) in enumerate(jobs):
+    for number, (params, metrics, status, *more_tags) in enumerate(jobs):
         began = start + 10_000 * (number + 1)
         child_tags = {"mlflow.parentRunId": parent_id, "vnnlab.sweep.role": "child"}
+        child_tags |= more_tags[0] if more_tags else {}
         if status == "FAILED":
             child_tags["vnnlab.failure"] = FAILURE
         child = client.create_run(
@@ -77,6 +88,9 @@ def store(tmp_path_factory):
     groups = make_sweep(
         client, tracking.experiment_id(client, "groups"), T0 - 1, "model", GROUP_JOBS
     )
+    choices = make_sweep(
+        client, tracking.experiment_id(client, "groups"), T0 - 2, "model", CHOICE_JOBS
+    )
     lone = client.create_run(other, start_time=T0 + 2_000_000).info.run_id
     return {
         "uri": uri,
@@ -85,6 +99,7 @@ def store(tmp_path_factory):
         "latest": latest,
         "lone": lone,
         "groups": groups,
+        "choices": choices,
     }
 
 
@@ -146,6 +161,26 @@ def test_a_swept_config_group_is_shown_by_its_params_that_differ(client, store):
         ("vnnlab.models.mlp.MLPRegressor", None), (CONFIG["model._target_"], 0.1)
     ]  # fmt: skip
     assert "model.mc_samples" not in rows[0]  # the same in both
+
+
+def test_a_swept_config_group_is_shown_by_its_choice_with_why_a_killed_run_stopped(client, store):
+    rows = compare.sweep_table(client, client.get_run(store["choices"]))
+    assert [(row["model"], row["status"], row["failure"]) for row in rows] == [
+        ("mlp_regressor", "FINISHED", ""), ("bnn_regressor", "KILLED", KILLED_BY)
+    ]  # fmt: skip
+    assert "model.lr" not in rows[0]  # the choice stands for the group's params
+    assert compare.figure_axes(rows, ["model"], None, None, None) == ("test/mse", "model", None)
+    [ax] = compare.comparison_figure(rows, "test/mse", "model", None).axes
+    assert [label.get_text() for label in ax.get_xticklabels()] == ["bnn_regressor",
+                                                                    "mlp_regressor"]  # fmt: skip
+    assert ax.lines[0].get_ydata().tolist() == [0.4, 0.5]
+
+
+def test_groups_of_numbers_are_drawn_in_numeric_order():
+    rows = [{"lr": lr, "loss": lr * m, "m": m} for m in (16, 2, 8) for lr in (0.1, 0.01)]
+    [ax] = compare.comparison_figure(rows, "loss", "lr", "m").axes
+    assert [line.get_label() for line in ax.lines] == ["m=2", "m=8", "m=16"]  # not "16" < "2"
+    assert ax.lines[0].get_xdata().tolist() == [0.01, 0.1]
 
 
 @pytest.mark.parametrize(
@@ -219,7 +254,7 @@ def test_default_figure_axes_follow_the_sweep(client, parent):
                                                                   "model.sigma2")  # fmt: skip
     assert compare.figure_axes(rows, swept, None, "model.sigma2", None, "test/nll") == (
         "test/nll", "model.sigma2", "model.lr")  # fmt: skip
-    assert compare.figure_axes(rows, ["name"], None, None, None) is None  # nothing numeric swept
+    assert compare.figure_axes(rows, [], None, None, None) is None  # nothing swept to plot
     with pytest.raises(BadInputError, match="model.nope"):
         compare.figure_axes(rows, swept, None, "model.nope", None)
 

@@ -29,6 +29,8 @@ ROLE_TAG = "vnnlab.sweep.role"
 PARAMS_TAG = "vnnlab.sweep.params"
 PARENT_TAG = "mlflow.parentRunId"
 FAILURE_TAG = "vnnlab.failure"
+STOPPED_TAG = "vnnlab.stopped_by"  # why a KILLED run stopped (Ctrl-C, SIGTERM)
+GROUP_TAG_PREFIX = "vnnlab."  # vnnlab.model, vnnlab.data: the config group chosen
 SHOWN_BESIDE_TEST = ("val/loss",)  # default metric columns: every test/* metric, then these
 SEARCH_PAGE = 1000
 MAX_CELL = 80  # characters of text in a markdown cell (a failure reason can run to 5000)
@@ -99,17 +101,24 @@ def child_runs(client: MlflowClient, parent: Run) -> list[Run]:
 
 def swept_parameters(parent: Run, children: Sequence[Run]) -> list[str]:
     """The parent's swept keys. A swept config group (`model=vae,pca`) is no param itself: its
-    params that differ between children stand for it, as do all differing params when the
-    parent names no key."""
+    choice, recorded by train() as the tag `vnnlab.<group>`, stands for it; without that tag,
+    its params that differ between children do, as do all differing params when the parent
+    names no key."""
     declared = [key.strip() for key in parent.data.tags.get(PARAMS_TAG, "").split(",")]
     declared = [key for key in declared if key]
     if not declared:
         return _differing_params(children, prefix="")
     columns: list[str] = []
     for key in declared:
-        is_param = any(key in child.data.params for child in children)
-        columns += [key] if is_param else _differing_params(children, prefix=f"{key}.")
+        named = any(_param_or_choice(child, key) is not None for child in children)
+        columns += [key] if named else _differing_params(children, prefix=f"{key}.")
     return list(dict.fromkeys(columns))
+
+
+def _param_or_choice(child: Run, key: str) -> str | None:
+    """The child's param `key`, else its choice of the config group `key` (tag vnnlab.<key>)."""
+    value = child.data.params.get(key)
+    return value if value is not None else child.data.tags.get(f"{GROUP_TAG_PREFIX}{key}")
 
 
 def _differing_params(children: Sequence[Run], prefix: str) -> list[str]:
@@ -167,7 +176,7 @@ def _with_keys(
             continue
         if any(key in child.data.metrics for child in children):
             metrics.append(key)
-        elif any(key in child.data.params for child in children):
+        elif any(_param_or_choice(child, key) is not None for child in children):
             params.append(key)
     return params, metrics
 
@@ -177,11 +186,11 @@ def _row(child: Run, params: Sequence[str], metrics: Sequence[str]) -> dict[str,
     return {
         "run_id": info.run_id,
         "name": info.run_name,
-        **{key: parse_param(data.params.get(key)) for key in params},
+        **{key: parse_param(_param_or_choice(child, key)) for key in params},
         **{key: data.metrics.get(key) for key in metrics},
         "status": info.status,
         "duration_s": (info.end_time - info.start_time) / 1000 if info.end_time else None,
-        "failure": data.tags.get(FAILURE_TAG, ""),
+        "failure": data.tags.get(FAILURE_TAG) or data.tags.get(STOPPED_TAG, ""),
     }
 
 
@@ -216,6 +225,10 @@ def _missing(value: Any) -> bool:
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _plottable_x(value: Any) -> bool:
+    return _is_number(value) or (isinstance(value, str) and value != "")
 
 
 def columns_of(rows: Iterable[dict[str, Any]]) -> list[str]:
@@ -275,11 +288,11 @@ def to_csv(
 def comparison_figure(
     rows: Sequence[dict[str, Any]], metric: str, x: str, group: str | None
 ) -> Figure:
-    """`metric` against the parameter `x`, one line per value of `group`, over the rows with
-    finite numbers for both."""
-    plotted = [row for row in rows if _is_number(row.get(x)) and _is_number(row.get(metric))]
+    """`metric` against the parameter `x` (numbers, or text such as a model's name), one line
+    per value of `group`, over the rows with a finite `metric` and an `x`."""
+    plotted = [row for row in rows if _plottable_x(row.get(x)) and _is_number(row.get(metric))]
     if not plotted:
-        raise BadInputError(f"nothing to plot: no run has numbers for both {x!r} and {metric!r}")
+        raise BadInputError(f"nothing to plot: no run has both {x!r} and a number for {metric!r}")
     return plots.metric_against_parameter(plotted, x=x, y=metric, group=group)
 
 
@@ -339,7 +352,8 @@ def figure_axes(
     sort_by: str | None = None,
 ) -> tuple[str, str, str | None] | None:
     """(metric, x, group) for the figure. Defaults: metric = sort_by when it is a metric, else
-    the first test/ column; x = the first numeric swept param; group = the next swept param.
+    the first test/ column; x = the first numeric swept param (else the first swept one, such
+    as a model's name); group = the next swept param.
     None when the defaults find nothing to plot; a key asked for that no row has is refused."""
     asked = [key for key in (metric, x, group) if key is not None]
     for key in asked:
@@ -349,11 +363,11 @@ def figure_axes(
         metric = sort_by
     metric = metric or next((c for c in columns_of(rows) if c.startswith("test/")), None)
     numeric = [key for key in swept if any(_is_number(row.get(key)) for row in rows)]
-    x = x or next(iter(numeric), None)
+    x = x or next(iter([*numeric, *swept]), None)
     if metric is None or x is None:
         return None
     group = group or next((key for key in swept if key != x), None)
-    plottable = any(_is_number(row.get(x)) and _is_number(row.get(metric)) for row in rows)
+    plottable = any(_plottable_x(row.get(x)) and _is_number(row.get(metric)) for row in rows)
     return (metric, x, group) if plottable or asked else None
 
 
