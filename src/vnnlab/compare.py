@@ -28,8 +28,7 @@ from vnnlab.errors import BadInputError
 ROLE_TAG = "vnnlab.sweep.role"
 PARAMS_TAG = "vnnlab.sweep.params"
 PARENT_TAG = "mlflow.parentRunId"
-FAILURE_TAG = "vnnlab.failure"
-STOPPED_TAG = "vnnlab.stopped_by"  # why a KILLED run stopped (Ctrl-C, SIGTERM)
+FAILURE_TAG, STOPPED_TAG = tracking.FAILURE_TAG, tracking.STOPPED_TAG
 GROUP_TAG_PREFIX = "vnnlab."  # vnnlab.model, vnnlab.data: the config group chosen
 SHOWN_BESIDE_TEST = ("val/loss",)  # default metric columns: every test/* metric, then these
 SEARCH_PAGE = 1000

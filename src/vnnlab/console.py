@@ -3,6 +3,7 @@ cluster job), none of the dependencies' chatter, and a closing table of the test
 
 import logging
 import math
+import os
 import sys
 import time
 import warnings
@@ -16,6 +17,7 @@ import pytorch_lightning as pl
 # reached") and MLflow (database migrations) that tell the user nothing they can act on.
 QUIET_LOGGERS = ("pytorch_lightning.utilities.rank_zero", "lightning_fabric.utilities.rank_zero",
                  "mlflow.store.db.utils", "alembic.runtime.migration")  # fmt: skip
+PROGRESS_BAR_VARIABLE = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
 # Warnings raised inside dependencies, about their own code or about logging intervals vnnlab
 # does not use (it logs epoch means only).
 DEPENDENCY_WARNINGS = (
@@ -23,6 +25,8 @@ DEPENDENCY_WARNINGS = (
     r"The number of training batches \(\d+\) is smaller than the logging interval",
     # PCA is fitted in closed form: it has no optimiser by design
     r"`LightningModule.configure_optimizers` returned `None`",
+    # a resumed run writes its checkpoints to a new folder; it tracks no best model to reload
+    r"The dirpath has changed from",
 )
 
 
@@ -30,6 +34,8 @@ DEPENDENCY_WARNINGS = (
 def quiet_dependencies() -> Iterator[None]:
     """Silence the lines above for the duration of a run; the user's own warnings still show."""
     levels = {name: logging.getLogger(name).level for name in QUIET_LOGGERS}
+    progress_bar_set = PROGRESS_BAR_VARIABLE in os.environ  # the user's choice wins
+    os.environ.setdefault(PROGRESS_BAR_VARIABLE, "false")  # MLflow's, on every download
     with warnings.catch_warnings():
         for message in DEPENDENCY_WARNINGS:
             warnings.filterwarnings("ignore", message=message)
@@ -40,6 +46,8 @@ def quiet_dependencies() -> Iterator[None]:
         finally:
             for name, level in levels.items():
                 logging.getLogger(name).setLevel(level)
+            if not progress_bar_set:
+                del os.environ[PROGRESS_BAR_VARIABLE]
 
 
 def progress_on_a_terminal() -> bool:

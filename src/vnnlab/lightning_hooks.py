@@ -1,17 +1,40 @@
 """Lightning's side of the tracking, apart so that vnnlab.tracking loads without Lightning
 (vnnlab-compare and a sweep's parent process need MLflow only)."""
 
+import os
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
+import torch
+from lightning_fabric.plugins import TorchCheckpointIO
 from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.loggers import MLFlowLogger
 
 from vnnlab import tracking
+from vnnlab.data.batches import TensorBatches
 
 
 class RunLogger(MLFlowLogger):
     """Lightning's MLflow logger on an existing run. Lightning would mark the run FINISHED at
-    the end of `fit`, before `test`; the run's status belongs to `tracking.tracked_run`."""
+    the end of `fit`, before `test`; the run's status belongs to `tracking.tracked_run`.
+
+    A resumed run replays the epochs after its last checkpoint; what the store already holds
+    for a key up to `logged_through[key]` (a step) was computed identically and is skipped, so
+    the metric history has every epoch exactly once."""
+
+    def __init__(self, *, logged_through: Mapping[str, int] | None = None, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.logged_through = dict(logged_through or {})
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        new = {
+            key: value
+            for key, value in metrics.items()
+            if step is None or step > self.logged_through.get(key, -1)
+        }
+        if new:
+            super().log_metrics(new, step)
 
     def finalize(self, status: str = "success") -> None:
         pass
@@ -30,3 +53,63 @@ class LightningHandlesSigterm(Callback):
 
     def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
         tracking.running_trainers.discard(id(trainer))
+
+
+class RandomState(Callback):
+    """The random state a checkpoint needs beyond Lightning's own (weights, optimiser, loops):
+    torch's generator (weight noise, Monte Carlo draws, ζ) and the training batches' shuffling.
+    Restored when training starts, so that a run resumed from a checkpoint draws what the
+    uninterrupted run drew after writing it."""
+
+    def __init__(self) -> None:
+        self._restored: dict[str, Any] | None = None
+        self._trainer: Any = None
+
+    def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
+        self._trainer = trainer
+
+    def state_dict(self) -> dict[str, Any]:
+        state = {"torch": torch.get_rng_state()}
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            state["cuda"] = torch.cuda.get_rng_state_all()
+        batches = self._train_batches
+        if batches is not None:
+            state["train_batches"] = batches.shuffle_state()
+        return state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._restored = state_dict
+
+    def on_train_start(self, trainer: Any, pl_module: Any) -> None:
+        if self._restored is None:
+            return
+        torch.set_rng_state(self._restored["torch"])
+        if "cuda" in self._restored and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(self._restored["cuda"])
+        batches = trainer.train_dataloader
+        if "train_batches" in self._restored and isinstance(batches, TensorBatches):
+            batches.restore_shuffle_state(self._restored["train_batches"])
+        self._restored = None
+
+    @property
+    def _train_batches(self) -> TensorBatches | None:
+        batches = self._trainer.train_dataloader if self._trainer is not None else None
+        return batches if isinstance(batches, TensorBatches) else None
+
+
+class DurableCheckpointIO(TorchCheckpointIO):
+    """Checkpoints written whole or not at all: to a temporary name in the same folder, flushed
+    to disk, then renamed over the old file (atomic on one file system). A process killed
+    mid-write (SIGKILL, the OOM killer, a lost node) leaves the previous checkpoint intact."""
+
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None
+    ) -> None:
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_name(f".{target.name}.partial")
+        with open(partial, "wb") as file:
+            torch.save(checkpoint, file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(partial, target)

@@ -176,7 +176,7 @@ class SweepCallback(Callback):
         if failed:
             _failed_sweeps.append(SweepFailed(failed, len(outcomes)))
             message = f"{len(failed)} of {len(outcomes)} jobs did not finish"
-            client.set_tag(sweep.parent_run_id, "vnnlab.failure", message)
+            client.set_tag(sweep.parent_run_id, tracking.FAILURE_TAG, message)
         status = RunStatus.FAILED if failed else RunStatus.FINISHED
         client.set_terminated(sweep.parent_run_id, RunStatus.to_string(status))
         _open_parents.remove((sweep.tracking_uri, sweep.parent_run_id))

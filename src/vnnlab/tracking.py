@@ -16,10 +16,12 @@ from pathlib import Path
 from typing import Any
 
 from matplotlib.figure import Figure
-from mlflow.entities import Metric, Param, RunStatus
+from mlflow.entities import Metric, Param, RunStatus, RunTag
 from mlflow.tracking import MlflowClient
 
 LOG_BATCH_LIMIT = 100  # MLflow accepts at most 100 params per log_batch call
+FAILURE_TAG = "vnnlab.failure"  # why a FAILED run failed
+STOPPED_TAG = "vnnlab.stopped_by"  # why a KILLED run stopped (Ctrl-C, SIGTERM)
 
 
 def resolve_tracking_uri(configured: str | None, launch_dir: Path) -> str:
@@ -116,10 +118,17 @@ class TrackedRun:
     def experiment_id(self) -> str:
         return self.client.get_run(self.run_id).info.experiment_id
 
-    def lightning_logger(self) -> Any:
+    def lightning_logger(self, logged_through: Mapping[str, int] | None = None) -> Any:
+        """Lightning's logger on this run; `logged_through`: per key, the last step the store
+        already holds (a resumed run does not log those again)."""
         from vnnlab.lightning_hooks import RunLogger  # Lightning only where a model trains
 
-        return RunLogger(tracking_uri=self.tracking_uri, run_id=self.run_id)
+        return RunLogger(
+            tracking_uri=self.tracking_uri, run_id=self.run_id, logged_through=logged_through
+        )
+
+    def set_tag(self, key: str, value: str) -> None:
+        self.client.set_tag(self.run_id, key, value)
 
     def log_params(self, params: Mapping[str, str]) -> None:
         items = [Param(key, value) for key, value in params.items()]
@@ -152,31 +161,47 @@ def tracked_run(
     run_name: str,
     tags: Mapping[str, str],
     known_experiment_id: str | None = None,
+    resume_run_id: str | None = None,
 ) -> Iterator[TrackedRun]:
-    """Create a run and always end it: FINISHED, KILLED (Ctrl-C, SIGTERM) or FAILED.
+    """Create a run, or reopen `resume_run_id`, and always end it: FINISHED, KILLED (Ctrl-C,
+    SIGTERM) or FAILED.
 
     SIGTERM (from `kill`, SLURM, a sweep launcher) is turned into KeyboardInterrupt for the
-    duration of the run so that it ends KILLED instead of being left RUNNING. The run goes to
+    duration of the run so that it ends KILLED instead of being left RUNNING. A new run goes to
     the experiment named `experiment` (created if new), or to `known_experiment_id`.
     """
     client = MlflowClient(tracking_uri)
-    in_experiment = known_experiment_id or experiment_id(client, experiment)
-    run = client.create_run(in_experiment, run_name=run_name, tags=dict(tags))
+    if resume_run_id is None:
+        in_experiment = known_experiment_id or experiment_id(client, experiment)
+        run_id = client.create_run(in_experiment, run_name=run_name, tags=dict(tags)).info.run_id
+    else:
+        run_id = _reopen(client, resume_run_id, tags)
     in_main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, raise_interrupt) if in_main_thread else None
     status = RunStatus.FAILED
     try:
-        yield TrackedRun(client, run.info.run_id, tracking_uri)
+        yield TrackedRun(client, run_id, tracking_uri)
         status = RunStatus.FINISHED
     except (KeyboardInterrupt, SystemExit) as stop:  # Lightning turns Ctrl-C into sys.exit(1)
         status = RunStatus.KILLED
-        client.set_tag(run.info.run_id, "vnnlab.stopped_by", repr(stop))
+        client.set_tag(run_id, STOPPED_TAG, repr(stop))
         raise
     except Exception as error:
         reason = " ".join(f"{type(error).__name__}: {error}".split())
-        client.set_tag(run.info.run_id, "vnnlab.failure", reason[:5000])
+        client.set_tag(run_id, FAILURE_TAG, reason[:5000])
         raise
     finally:
         if in_main_thread:
             signal.signal(signal.SIGTERM, previous)
-        client.set_terminated(run.info.run_id, RunStatus.to_string(status))
+        client.set_terminated(run_id, RunStatus.to_string(status))
+
+
+def _reopen(client: MlflowClient, run_id: str, tags: Mapping[str, str]) -> str:
+    """Mark a stopped (or stale RUNNING) run RUNNING again, without the reason it stopped."""
+    run = client.get_run(run_id)
+    client.update_run(run_id, status="RUNNING")
+    for stale in (FAILURE_TAG, STOPPED_TAG):
+        if stale in run.data.tags:
+            client.delete_tag(run_id, stale)
+    client.log_batch(run_id, tags=[RunTag(key, value) for key, value in tags.items()])
+    return run_id

@@ -21,14 +21,14 @@ from lightning_fabric.utilities.exceptions import MisconfigurationException
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
 
-from vnnlab import console, sweep, tracking
+from vnnlab import console, resume, sweep, tracking
 from vnnlab.data.base import VNNDataModule
-from vnnlab.errors import BadInputError
-from vnnlab.lightning_hooks import LightningHandlesSigterm
+from vnnlab.errors import BadInputError, bad_value
+from vnnlab.lightning_hooks import DurableCheckpointIO, LightningHandlesSigterm, RandomState
 from vnnlab.models.base import VNNModule
 from vnnlab.validate import validate
 
-LAST_CHECKPOINT = "last.ckpt"
+LAST_CHECKPOINT = resume.LAST_CHECKPOINT
 
 
 @dataclass(frozen=True)
@@ -44,36 +44,50 @@ class TrainResult:
     metrics: dict[str, float]
 
 
-def train(cfg: DictConfig, callbacks: Sequence[pl.Callback] = ()) -> TrainResult:
-    """Train and test one model on one data set, recorded as one MLflow run. `callbacks`:
-    extra Lightning callbacks (e.g. a sweeper's pruning).
+def train(
+    cfg: DictConfig,
+    callbacks: Sequence[pl.Callback] = (),
+    overrides: Sequence[str] | None = None,
+) -> TrainResult:
+    """Train and test one model on one data set, recorded as one MLflow run; with
+    `cfg.resume` set, continue that run instead (vnnlab.resume). `callbacks`: extra Lightning
+    callbacks (e.g. a sweeper's pruning); `overrides`: the command-line overrides `cfg` was
+    composed from (default: Hydra's), which a resume checks.
 
     Raises BadInputError before any run exists when the config or the data is unusable.
     """
     with console.quiet_dependencies():
-        return _train(cfg, callbacks)
+        return _train(cfg, callbacks, overrides)
 
 
-def _train(cfg: DictConfig, callbacks: Sequence[pl.Callback]) -> TrainResult:
+def _train(
+    cfg: DictConfig, callbacks: Sequence[pl.Callback], overrides: Sequence[str] | None
+) -> TrainResult:
     validate(cfg)
-    datamodule, model = _build(cfg)
-    run_name, tags = _describe(type(model), datamodule)
     uri = tracking.resolve_tracking_uri(cfg.tracking.uri, _launch_dir())
     parent = sweep.current_sweep()
+    prior = _prior_run(cfg, overrides, uri, in_sweep=parent is not None)
+    if prior is not None:
+        cfg = prior.cfg
+    datamodule, model = _build(cfg)
+    run_name, tags = _describe(type(model), datamodule)
     if parent is not None:  # a child of the sweep's parent run, in the parent's experiment
         run_name, tags = sweep.job_name(parent), tags | sweep.child_tags(parent)
         uri = parent.tracking_uri
     experiment_id = parent.experiment_id if parent else None
     with _checkpoint_folder() as folder:
         trainer = _trainer(cfg, folder, callbacks)
+        run_tags = resume.owner_tags(folder) | ({} if prior else tags)
+        resume_run_id = prior.run_id if prior else None
         with tracking.tracked_run(
-            uri, cfg.tracking.experiment, run_name, tags, experiment_id
+            uri, cfg.tracking.experiment, run_name, run_tags, experiment_id, resume_run_id
         ) as run:
             try:
-                run.log_params(tracking.flatten(OmegaConf.to_container(cfg, resolve=True)))
-                run.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
-                trainer.logger = run.lightning_logger()
-                trainer.fit(model, datamodule=datamodule)
+                _record_config(run, cfg, prior)
+                trainer.logger = run.lightning_logger(prior.logged_through if prior else None)
+                checkpoint = prior.checkpoint if prior else None
+                trainer.fit(model, datamodule=datamodule, ckpt_path=checkpoint, weights_only=True)
+                _save_final_checkpoint(trainer, folder)
                 metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
                 [test_metrics] = trainer.test(model, datamodule=datamodule, verbose=False)
                 metrics |= test_metrics | _log_results(run, trainer, model, datamodule)
@@ -81,6 +95,26 @@ def _train(cfg: DictConfig, callbacks: Sequence[pl.Callback]) -> TrainResult:
             finally:  # a failed or killed run keeps its last checkpoint too
                 _log_checkpoint(run, folder)
     return TrainResult(run.run_id, run.experiment_id, uri, model, datamodule, metrics)
+
+
+def _prior_run(
+    cfg: DictConfig, overrides: Sequence[str] | None, uri: str, in_sweep: bool
+) -> resume.PriorRun | None:
+    if cfg.get("resume") is None:
+        return None
+    if in_sweep:
+        raise bad_value("resume", cfg.resume, "one run at a time, not in a multirun (-m)")
+    return resume.prior_run(cfg, list(_task_overrides() if overrides is None else overrides), uri)
+
+
+def _record_config(run: tracking.TrackedRun, cfg: DictConfig, prior: resume.PriorRun | None):
+    """The resolved config as params and as config.yaml. A resumed run keeps its params (MLflow
+    never changes a param); what it was resumed with is a tag, and config.yaml is updated."""
+    if prior is None:
+        run.log_params(tracking.flatten(OmegaConf.to_container(cfg, resolve=True)))
+    else:
+        run.set_tag("vnnlab.resumed_with", f"trainer.max_epochs={cfg.trainer.max_epochs}")
+    run.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
 
 
 def _build(cfg: DictConfig) -> tuple[VNNDataModule, VNNModule]:
@@ -108,19 +142,39 @@ def _trainer(
             callbacks.append(console.EpochLines())
     if cfg.trainer.get("enable_checkpointing", True):
         every = cfg.checkpoint.every_n_epochs
-        callbacks.append(
-            ModelCheckpoint(checkpoint_folder, save_last=True, save_top_k=0, every_n_epochs=every)
+        callbacks.append(  # last.ckpt, overwritten every `every` epochs
+            ModelCheckpoint(
+                checkpoint_folder,
+                filename=LAST_CHECKPOINT.removesuffix(".ckpt"),
+                save_top_k=1,  # no monitor: the newest; with save_top_k=0, Lightning 2.6 saves
+                every_n_epochs=every,  # save_last only when training ends
+                enable_version_counter=False,
+            )
         )
+        callbacks.append(RandomState())
+    plugins = [DurableCheckpointIO()]
     try:
-        return pl.Trainer(**arguments, logger=False, callbacks=callbacks)
+        return pl.Trainer(**arguments, logger=False, callbacks=callbacks, plugins=plugins)
     except (MisconfigurationException, ValueError, TypeError) as error:
         raise BadInputError(f"trainer: {_one_line(error)}") from None
 
 
 @contextmanager
 def _checkpoint_folder() -> Iterator[Path]:
-    with tempfile.TemporaryDirectory(prefix="vnnlab-checkpoints-") as folder:
-        yield Path(folder)
+    """Where last.ckpt is rewritten as training goes: `checkpoints/` in Hydra's output folder,
+    kept (a run killed even by SIGKILL resumes from it). Outside Hydra (the Python API) a
+    temporary folder, removed once the run has logged its last checkpoint."""
+    if HydraConfig.initialized():
+        folder = Path(HydraConfig.get().runtime.output_dir) / "checkpoints"
+        folder.mkdir(parents=True, exist_ok=True)
+        yield folder
+        return
+    with tempfile.TemporaryDirectory(prefix="vnnlab-checkpoints-") as temporary:
+        yield Path(temporary)
+
+
+def _task_overrides() -> list[str]:
+    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
 
 
 def _log_results(
@@ -150,6 +204,12 @@ def _description(
         f"points, {info.in_features} inputs) for {trainer.current_epoch} epochs, "
         f"{trainer.global_step} optimiser steps. Test metrics: {headline}."
     )
+
+
+def _save_final_checkpoint(trainer: pl.Trainer, folder: Path) -> None:
+    """The trained state, also when the epoch count is no multiple of every_n_epochs."""
+    if trainer.checkpoint_callback is not None:
+        trainer.save_checkpoint(folder / LAST_CHECKPOINT, weights_only=False)  # all, to resume
 
 
 def _log_checkpoint(run: tracking.TrackedRun, folder: Path) -> None:

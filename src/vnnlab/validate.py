@@ -40,7 +40,7 @@ TRAINER_RANGES: dict[str, Any] = {
         for stage in ("train", "val", "test", "predict")
     },
 }
-TOP_LEVEL = {"seed": NonNegativeInt, "checkpoint.every_n_epochs": PositiveInt}
+TOP_LEVEL = {"seed": NonNegativeInt, "checkpoint.every_n_epochs": PositiveInt, "resume": str | None}
 
 
 def validate(cfg: DictConfig) -> None:

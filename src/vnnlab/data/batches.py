@@ -27,6 +27,14 @@ class TensorBatches:
         self.transform = transform
         self._generator = torch.Generator().manual_seed(seed)
 
+    def shuffle_state(self) -> Tensor:
+        """Where the shuffling stands: saved in a checkpoint, so that a resumed run draws the
+        same batch order as one that was never interrupted."""
+        return self._generator.get_state()
+
+    def restore_shuffle_state(self, state: Tensor) -> None:
+        self._generator.set_state(state)
+
     def __len__(self) -> int:
         return -(-len(self.tensors[0]) // self.batch_size)
 

@@ -1,0 +1,155 @@
+"""Continuing a run where it stopped: `vnnlab-train resume=<run_id> [trainer.max_epochs=N]`.
+
+The run continues in the same MLflow run, with its own config (its config.yaml artifact), not
+today's defaults: the only overrides allowed are `trainer.max_epochs` (to train longer) and
+`tracking.uri` (where the run is). Training restarts from the newest checkpoint: the local
+last.ckpt in the folder the run recorded (rewritten every `checkpoint.every_n_epochs`, so it
+outlives a SIGKILL), else the one logged to the run when it ended, else from the start.
+
+MLflow only, no Lightning: a resume= that cannot work is refused before torch loads the data.
+"""
+
+import os
+import socket
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mlflow.entities import Run
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+from omegaconf import DictConfig, OmegaConf
+
+from vnnlab.errors import BadInputError, bad_value
+
+ALLOWED_OVERRIDES = ("resume", "trainer.max_epochs", "tracking.uri")
+LAST_CHECKPOINT = "last.ckpt"
+CHECKPOINT_ARTIFACT = f"checkpoints/{LAST_CHECKPOINT}"
+# Who is writing a run: a RUNNING run whose process is alive on this host is not taken over.
+HOST_TAG, PID_TAG = "vnnlab.host", "vnnlab.pid"
+CHECKPOINT_DIR_TAG = "vnnlab.checkpoint_dir"
+
+
+@dataclass(frozen=True)
+class PriorRun:
+    """A run to continue: its id, its config (trainer.max_epochs as asked), the checkpoint to
+    start from (None: from the start) and, per metric, the last step the store holds."""
+
+    run_id: str
+    experiment_id: str
+    cfg: DictConfig
+    checkpoint: Path | None
+    logged_through: dict[str, int] = field(default_factory=dict)
+
+
+def owner_tags(checkpoint_dir: Path) -> dict[str, str]:
+    """Tags that say which process writes a run and where its checkpoints go."""
+    return {
+        HOST_TAG: socket.gethostname(),
+        PID_TAG: str(os.getpid()),
+        CHECKPOINT_DIR_TAG: str(checkpoint_dir),
+    }
+
+
+def prior_run(cfg: DictConfig, overrides: list[str], tracking_uri: str) -> PriorRun:
+    """The run named by `cfg.resume`, checked and ready to continue. BadInputError when it does
+    not exist, is still running, is a sweep's parent, or other overrides were given."""
+    run_id = str(cfg.resume)
+    _refuse_other_overrides(overrides, run_id)
+    client = MlflowClient(tracking_uri)
+    run = _existing_run(client, run_id, tracking_uri)
+    _refuse_if_alive(run)
+    config = _run_config(client, run)
+    if _overridden("trainer.max_epochs", overrides):
+        config.trainer.max_epochs = cfg.trainer.max_epochs
+    config.tracking.uri = tracking_uri
+    config.resume = run_id
+    return PriorRun(
+        run_id=run_id,
+        experiment_id=run.info.experiment_id,
+        cfg=config,
+        checkpoint=_newest_checkpoint(client, run),
+        logged_through=_logged_through(client, run),
+    )
+
+
+def _refuse_other_overrides(overrides: list[str], run_id: str) -> None:
+    for override in overrides:
+        key = override.split("=", 1)[0].lstrip("+~")
+        if key not in ALLOWED_OVERRIDES:
+            raise BadInputError(
+                f"{override} cannot be combined with resume={run_id}: a resumed run keeps its "
+                f"own config; allowed beside resume=: {', '.join(ALLOWED_OVERRIDES[1:])}"
+            )
+
+
+def _overridden(key: str, overrides: list[str]) -> bool:
+    return any(override.split("=", 1)[0].lstrip("+") == key for override in overrides)
+
+
+def _existing_run(client: MlflowClient, run_id: str, tracking_uri: str) -> Run:
+    try:
+        run = client.get_run(run_id)
+    except MlflowException as error:
+        if error.error_code not in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            raise
+        raise bad_value("resume", run_id, f"the id of a run in {tracking_uri}") from None
+    if run.data.tags.get("vnnlab.sweep.role") == "parent":
+        raise bad_value("resume", run_id, "a run, not a sweep's parent (resume its children)")
+    return run
+
+
+def _refuse_if_alive(run: Run) -> None:
+    """A RUNNING run may be stale (SIGKILL, a lost node) or really running; only a live process
+    on this host is known to be the latter."""
+    tags = run.data.tags
+    if run.info.status != "RUNNING" or tags.get(HOST_TAG) != socket.gethostname():
+        return
+    pid = int(tags.get(PID_TAG, "0"))
+    if pid and pid != os.getpid() and _alive(pid):
+        raise bad_value(
+            "resume", run.info.run_id, f"a run that is not running (process {pid} still writes it)"
+        )
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def _run_config(client: MlflowClient, run: Run) -> DictConfig:
+    with tempfile.TemporaryDirectory(prefix="vnnlab-resume-") as scratch:
+        try:
+            path = client.download_artifacts(run.info.run_id, "config.yaml", scratch)
+        except (MlflowException, OSError):
+            raise bad_value(
+                "resume", run.info.run_id, "a run recorded by vnnlab (it has no config.yaml)"
+            ) from None
+        config = OmegaConf.load(path)
+    assert isinstance(config, DictConfig)
+    return config
+
+
+def _newest_checkpoint(client: MlflowClient, run: Run) -> Path | None:
+    """The local last.ckpt the run was writing, else the one logged at its end, else None."""
+    local = Path(run.data.tags.get(CHECKPOINT_DIR_TAG, "/nonexistent")) / LAST_CHECKPOINT
+    if local.is_file():
+        return local
+    scratch = tempfile.mkdtemp(prefix="vnnlab-resume-")  # kept: Lightning reads it later
+    try:
+        return Path(client.download_artifacts(run.info.run_id, CHECKPOINT_ARTIFACT, scratch))
+    except (MlflowException, OSError):
+        return None  # stopped before its first checkpoint: it starts again from the beginning
+
+
+def _logged_through(client: MlflowClient, run: Run) -> dict[str, int]:
+    """Per metric key, the last step already in the store."""
+    return {
+        key: max(metric.step for metric in client.get_metric_history(run.info.run_id, key))
+        for key in run.data.metrics
+    }
