@@ -34,7 +34,7 @@ class RunLogger(MLFlowLogger):
             if step is None or step > self.logged_through.get(key, -1)
         }
         if new:
-            super().log_metrics(new, step)
+            tracking.with_retries(super().log_metrics, new, step)
 
     def finalize(self, status: str = "success") -> None:
         pass

@@ -20,6 +20,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
+from vnnlab import tracking
 from vnnlab.errors import BadInputError, bad_value
 
 ALLOWED_OVERRIDES = ("resume", "trainer.max_epochs", "tracking.uri")
@@ -56,7 +57,10 @@ def prior_run(cfg: DictConfig, overrides: list[str], tracking_uri: str) -> Prior
     not exist, is still running, is a sweep's parent, or other overrides were given."""
     run_id = str(cfg.resume)
     _refuse_other_overrides(overrides, run_id)
-    client = MlflowClient(tracking_uri)
+    database = tracking.sqlite_path(tracking_uri)
+    if database is not None and not database.is_file():
+        raise bad_value("resume", run_id, f"the id of a run in {tracking_uri} (no such file)")
+    client = tracking.open_store(tracking_uri)
     run = _existing_run(client, run_id, tracking_uri)
     _refuse_if_alive(run)
     config = _run_config(client, run)

@@ -151,7 +151,7 @@ class SweepCallback(Callback):
         # The store and its experiment are created here, before parallel jobs start: jobs
         # migrating a fresh SQLite store at once corrupt it (DESIGN.md, measured traps).
         uri = tracking.resolve_tracking_uri(config.tracking.uri, Path.cwd())
-        client = MlflowClient(uri)
+        client = tracking.open_store(uri)  # once, before any job opens it
         experiment_id = tracking.experiment_id(client, config.tracking.experiment)
         overrides = list(config.hydra.overrides.task)
         swept = _swept_keys(overrides, config)

@@ -5,19 +5,23 @@ global), so runs in one process (a Hydra sweep) cannot leak into each other, and
 experiment id is passed explicitly (set_experiment races put runs in "Default").
 """
 
+import fcntl
 import os
 import signal
 import subprocess
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from matplotlib.figure import Figure
 from mlflow.entities import Metric, Param, RunStatus, RunTag
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
+
+T = TypeVar("T")
 
 LOG_BATCH_LIMIT = 100  # MLflow accepts at most 100 params per log_batch call
 FAILURE_TAG = "vnnlab.failure"  # why a FAILED run failed
@@ -71,10 +75,61 @@ def _git(path: Path, *args: str) -> str | None:
 def artifact_root(tracking_uri: str) -> str | None:
     """For a SQLite store: <folder of the .db>/mlruns, so artifacts live beside their store
     (MLflow's default is ./mlruns in whatever directory created the experiment)."""
+    database = sqlite_path(tracking_uri)
+    return None if database is None else (database.parent / "mlruns").as_uri()
+
+
+def open_store(tracking_uri: str) -> MlflowClient:
+    """A client on a store that exists. A new SQLite file is created (MLflow's schema migration)
+    by one process at a time: several processes opening a fresh store at once (a parallel
+    sweep, four jobs started together) otherwise race in the migration and fail."""
+    database = sqlite_path(tracking_uri)
+    if database is None or database in _opened:
+        return MlflowClient(tracking_uri)
+    database.parent.mkdir(parents=True, exist_ok=True)
+    with _exclusive_lock(database.parent):
+        client = MlflowClient(tracking_uri)  # creates or migrates the schema
+    _opened.add(database)
+    return client
+
+
+_opened: set[Path] = set()  # SQLite stores this process has opened once
+
+
+def sqlite_path(tracking_uri: str) -> Path | None:
     prefix = "sqlite:///"
     if not tracking_uri.startswith(prefix) or ":memory:" in tracking_uri:
         return None
-    return (Path(tracking_uri[len(prefix) :]).parent / "mlruns").resolve().as_uri()
+    return Path(tracking_uri[len(prefix) :]).resolve()
+
+
+@contextmanager
+def _exclusive_lock(folder: Path) -> Iterator[None]:
+    """flock on the store's folder (no lock file left behind); released if the process dies."""
+    descriptor = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(descriptor)  # releases the lock
+
+
+# SQLite lets one writer in at a time and makes the others wait up to 5 s; past that it
+# answers "database is locked", which a moment later is gone.
+LOCKED = "database is locked"
+RETRY_SECONDS = (0.5, 1, 2, 4, 8, 15, 30)
+
+
+def with_retries(call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """`call(*args, **kwargs)`, tried again after a pause while SQLite says it is locked."""
+    for pause in RETRY_SECONDS:
+        try:
+            return call(*args, **kwargs)
+        except MlflowException as error:
+            if LOCKED not in str(error):
+                raise
+            time.sleep(pause)
+    return call(*args, **kwargs)
 
 
 # MLflow 3's UI opens an experiment in its GenAI view (traces, prompts) unless told otherwise.
@@ -86,7 +141,12 @@ def experiment_id(client: MlflowClient, name: str) -> str:
     experiment = client.get_experiment_by_name(name)
     if experiment is None:
         root = artifact_root(client.tracking_uri)
-        return client.create_experiment(name, artifact_location=root, tags=EXPERIMENT_KIND)
+        try:
+            return client.create_experiment(name, artifact_location=root, tags=EXPERIMENT_KIND)
+        except MlflowException as error:  # another process created it a moment ago
+            if error.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+            experiment = client.get_experiment_by_name(name)
     if experiment.tags.get("mlflow.experimentKind") is None:  # made by something else
         for key, value in EXPERIMENT_KIND.items():
             client.set_experiment_tag(experiment.experiment_id, key, value)
@@ -128,30 +188,31 @@ class TrackedRun:
         )
 
     def set_tag(self, key: str, value: str) -> None:
-        self.client.set_tag(self.run_id, key, value)
+        with_retries(self.client.set_tag, self.run_id, key, value)
 
     def log_params(self, params: Mapping[str, str]) -> None:
         items = [Param(key, value) for key, value in params.items()]
         for start in range(0, len(items), LOG_BATCH_LIMIT):
-            self.client.log_batch(self.run_id, params=items[start : start + LOG_BATCH_LIMIT])
+            batch = items[start : start + LOG_BATCH_LIMIT]
+            with_retries(self.client.log_batch, self.run_id, params=batch)
 
     def log_metrics(self, metrics: Mapping[str, float], step: int = 0) -> None:
         timestamp = int(time.time() * 1000)
         batch = [Metric(key, float(value), timestamp, step) for key, value in metrics.items()]
-        self.client.log_batch(self.run_id, metrics=batch)
+        with_retries(self.client.log_batch, self.run_id, metrics=batch)
 
     def log_text(self, text: str, artifact_file: str) -> None:
-        self.client.log_text(self.run_id, text, artifact_file)
+        with_retries(self.client.log_text, self.run_id, text, artifact_file)
 
     def log_figure(self, figure: Figure, artifact_file: str) -> None:
-        self.client.log_figure(self.run_id, figure, artifact_file)
+        with_retries(self.client.log_figure, self.run_id, figure, artifact_file)
 
     def describe(self, text: str) -> None:
         """The run's description, shown at the top of its page in the MLflow UI."""
-        self.client.set_tag(self.run_id, "mlflow.note.content", text)
+        self.set_tag("mlflow.note.content", text)
 
     def log_file(self, path: Path, artifact_dir: str) -> None:
-        self.client.log_artifact(self.run_id, str(path), artifact_dir)
+        with_retries(self.client.log_artifact, self.run_id, str(path), artifact_dir)
 
 
 @contextmanager
@@ -170,7 +231,7 @@ def tracked_run(
     duration of the run so that it ends KILLED instead of being left RUNNING. A new run goes to
     the experiment named `experiment` (created if new), or to `known_experiment_id`.
     """
-    client = MlflowClient(tracking_uri)
+    client = open_store(tracking_uri)
     if resume_run_id is None:
         in_experiment = known_experiment_id or experiment_id(client, experiment)
         run_id = client.create_run(in_experiment, run_name=run_name, tags=dict(tags)).info.run_id
@@ -193,7 +254,7 @@ def tracked_run(
     finally:
         if in_main_thread:
             signal.signal(signal.SIGTERM, previous)
-        client.set_terminated(run_id, RunStatus.to_string(status))
+        with_retries(client.set_terminated, run_id, RunStatus.to_string(status))
 
 
 def _reopen(client: MlflowClient, run_id: str, tags: Mapping[str, str]) -> str:
