@@ -41,11 +41,19 @@ class CLI:
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
 
-    def wait_for_an_epoch(self, process: subprocess.Popen, timeout: float = 120) -> None:
-        """Until some run has logged train/loss: training is under way in `process`."""
+    def wait_for_an_epoch(
+        self, process: subprocess.Popen, timeout: float = 120, known: frozenset[str] = frozenset()
+    ) -> None:
+        """Until a run (not one of the `known` ids) has logged train/loss: training is under
+        way in `process`."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self.store.exists() and any("train/loss" in r.data.metrics for r in self.runs()):
+            new = (
+                [r for r in self.runs() if r.info.run_id not in known]
+                if self.store.exists()
+                else []
+            )
+            if any("train/loss" in r.data.metrics for r in new):
                 return
             time.sleep(0.5)
         process.kill()

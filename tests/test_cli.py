@@ -5,7 +5,7 @@ import signal
 import pytest
 import torch
 
-from conftest import FAST, QUICK
+from conftest import FAST
 from vnnlab.models.bnn import BNNRegressor
 
 BNN_METRICS = {
@@ -60,41 +60,6 @@ def test_main_job_records_a_complete_run(cli):
     assert model.mc_samples == 3
     config = client.download_artifacts(run.info.run_id, "config.yaml", str(cli.workdir))
     assert "sigma2: 0.02" in open(config).read()
-
-
-@pytest.mark.parametrize(
-    ("overrides", "expected"),
-    [
-        (["model.sigma2=-1"], "model.sigma2=-1 is not allowed: expected a number > 0"),
-        (["+model.no_such_key=1"], "model.no_such_key=1 is not allowed: expected a key of"),
-        (["model=mlp_classifier"], "model=MLPClassifier trains on data with class targets"),
-        (["trainer.max_epochs=-5"], "trainer.max_epochs=-5 is not allowed: expected an integer"),
-        (["data.x_low=abc"], "data.x_low='abc' is not allowed: expected a number"),
-        (["+trainer.max_time=bogus"], "is not a valid duration"),  # Lightning's own check
-        (["data=mnist", "data.root=nowhere"], "MNIST not found"),
-    ],
-)
-def test_bad_input_is_one_line_exit_2_and_no_run(cli, overrides, expected):
-    result = cli.run(*QUICK, *overrides)
-    assert result.returncode == 2, result.stderr[-2000:]
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and expected in lines[0], result.stderr
-    assert not cli.store.exists() or cli.runs() == []
-
-
-@pytest.mark.parametrize(
-    ("override", "expected"),
-    [
-        ("model.no_such_key=1", "Could not override 'model.no_such_key'"),  # no "+"
-        ("model=no_such_model", "Could not find 'model/no_such_model'"),
-    ],
-)
-def test_an_override_hydra_cannot_compose_is_one_line_exit_2(cli, override, expected):
-    result = cli.run(override)  # Hydra refuses before any job starts
-    assert result.returncode == 2
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and expected in lines[0], result.stderr
-    assert not cli.store.exists()
 
 
 def test_sigterm_ends_the_run_killed(cli):

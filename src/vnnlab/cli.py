@@ -105,6 +105,8 @@ def main() -> None:
     except SystemExit as stop:
         if _stopped_by_sigterm(stop):  # Lightning's stop on SIGTERM: a SystemExit, no code
             sys.exit(128 + signal.SIGTERM)
+        if isinstance(stop.__context__, KeyboardInterrupt):  # Lightning's exit(1) on Ctrl-C
+            sys.exit(128 + signal.SIGINT)
         raise
     except KeyboardInterrupt as stop:  # Ctrl-C, or SIGTERM between jobs (tracking.raise_interrupt)
         by_sigterm = str(stop) == f"signal {signal.SIGTERM}"

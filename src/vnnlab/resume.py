@@ -1,10 +1,11 @@
 """Continuing a run where it stopped: `vnnlab-train resume=<run_id> [trainer.max_epochs=N]`.
 
 The run continues in the same MLflow run, with its own config (its config.yaml artifact), not
-today's defaults: the only overrides allowed are `trainer.max_epochs` (to train longer) and
-`tracking.uri` (where the run is). Training restarts from the newest checkpoint: the local
-last.ckpt in the folder the run recorded (rewritten every `checkpoint.every_n_epochs`, so it
-outlives a SIGKILL), else the one logged to the run when it ended, else from the start.
+today's defaults: the only overrides allowed are `trainer.max_epochs` (to train longer),
+`tracking.uri` (where the run is) and the console's progress options. Training restarts from
+the newest checkpoint: the local last.ckpt in the folder the run recorded (rewritten every
+`checkpoint.every_n_epochs`, so it outlives a SIGKILL), else the one logged to the run when it
+ended, else from the start.
 
 MLflow only, no Lightning: a resume= that cannot work is refused before torch loads the data.
 """
@@ -23,7 +24,12 @@ from omegaconf import DictConfig, OmegaConf
 from vnnlab import tracking
 from vnnlab.errors import BadInputError, bad_value
 
-ALLOWED_OVERRIDES = ("resume", "trainer.max_epochs", "tracking.uri")
+# Overrides allowed beside resume=: where the run is, and values that replace the run's own:
+# the length of training and how the console shows progress (no number the run computes).
+FINDING_OVERRIDES = ("resume", "tracking.uri")
+REPLACING_OVERRIDES = ("trainer.max_epochs", "trainer.enable_progress_bar",
+                       "trainer.enable_model_summary")  # fmt: skip
+ALLOWED_OVERRIDES = FINDING_OVERRIDES + REPLACING_OVERRIDES
 LAST_CHECKPOINT = "last.ckpt"
 CHECKPOINT_ARTIFACT = f"checkpoints/{LAST_CHECKPOINT}"
 # Who is writing a run: a RUNNING run whose process is alive on this host is not taken over.
@@ -64,8 +70,9 @@ def prior_run(cfg: DictConfig, overrides: list[str], tracking_uri: str) -> Prior
     run = _existing_run(client, run_id, tracking_uri)
     _refuse_if_alive(run)
     config = _run_config(client, run)
-    if _overridden("trainer.max_epochs", overrides):
-        config.trainer.max_epochs = cfg.trainer.max_epochs
+    for key in REPLACING_OVERRIDES:
+        if _overridden(key, overrides):
+            OmegaConf.update(config, key, OmegaConf.select(cfg, key), force_add=True)
     config.tracking.uri = tracking_uri
     config.resume = run_id
     return PriorRun(

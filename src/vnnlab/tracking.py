@@ -16,10 +16,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
+import requests
 from matplotlib.figure import Figure
 from mlflow.entities import Metric, Param, RunStatus, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
+
+from vnnlab.errors import bad_value
 
 T = TypeVar("T")
 
@@ -94,6 +97,27 @@ def open_store(tracking_uri: str) -> MlflowClient:
 
 
 _opened: set[Path] = set()  # SQLite stores this process has opened once
+
+
+def check_store(tracking_uri: str, timeout_s: float = 10.0) -> None:
+    """BadInputError unless the store can be used: a tracking server must answer its health
+    check, anything else must be a store MLflow can open."""
+    allowed = "sqlite:///<file>, a folder, or http(s)://<server> that answers"
+    if tracking_uri.startswith(("http://", "https://")):
+        try:
+            requests.get(f"{tracking_uri.rstrip('/')}/health", timeout=timeout_s)
+        except requests.RequestException as error:
+            reason = type(error).__name__
+            raise bad_value("tracking.uri", tracking_uri, f"{allowed} (got {reason})") from None
+        return
+    try:
+        open_store(tracking_uri)
+    except (MlflowException, ValueError):  # its text is about the model registry
+        raise bad_value(
+            "tracking.uri", tracking_uri, f"{allowed} (MLflow has no store for it)"
+        ) from None
+    except OSError as error:  # a folder that cannot be written
+        raise bad_value("tracking.uri", tracking_uri, f"{allowed} ({error.strerror})") from None
 
 
 def sqlite_path(tracking_uri: str) -> Path | None:
@@ -245,7 +269,8 @@ def tracked_run(
         status = RunStatus.FINISHED
     except (KeyboardInterrupt, SystemExit) as stop:  # Lightning turns Ctrl-C into sys.exit(1)
         status = RunStatus.KILLED
-        client.set_tag(run_id, STOPPED_TAG, repr(stop))
+        cause = stop.__context__ if isinstance(stop.__context__, KeyboardInterrupt) else stop
+        client.set_tag(run_id, STOPPED_TAG, repr(cause))
         raise
     except Exception as error:
         reason = " ".join(f"{type(error).__name__}: {error}".split())

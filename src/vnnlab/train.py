@@ -66,6 +66,8 @@ def _train(
     validate(cfg)
     uri = tracking.resolve_tracking_uri(cfg.tracking.uri, _launch_dir())
     parent = sweep.current_sweep()
+    if parent is None:  # a sweep's parent has opened its store
+        tracking.check_store(uri)
     prior = _prior_run(cfg, overrides, uri, in_sweep=parent is not None)
     if prior is not None:
         cfg = prior.cfg

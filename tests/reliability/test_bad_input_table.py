@@ -1,0 +1,137 @@
+"""Bad input through the real `vnnlab-train`: every case exits 2 with one line naming the key,
+the value and what is allowed, and leaves no run in the store.
+
+The cases run two at a time (each in its own folder and store) in one module fixture, so the
+table costs about half its sequential time; each case is then its own test.
+"""
+
+import socket
+import subprocess
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+from mlflow.tracking import MlflowClient
+
+from conftest import CLI, QUICK
+from idx_files import write_idx_images, write_idx_labels, write_mnist
+
+
+def closed_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def valid_mnist(root: Path) -> Path:
+    write_mnist(root, n_train=20, n_test=10)
+    return root
+
+
+def corrupt_mnist(root: Path) -> Path:
+    """Valid test files, a training-image file cut short after its header."""
+    write_mnist(root, n_train=20, n_test=10)
+    images = root / "MNIST" / "raw" / "train-images-idx3-ubyte"
+    images.write_bytes(images.read_bytes()[:1000])
+    return root
+
+
+def mislabelled_mnist(root: Path) -> Path:
+    write_mnist(root, n_train=20, n_test=10)
+    raw = root / "MNIST" / "raw"
+    write_idx_labels(raw / "train-labels-idx1-ubyte", np.full(20, 12))
+    return root
+
+
+def mismatched_mnist(root: Path) -> Path:
+    write_mnist(root, n_train=20, n_test=10)
+    write_idx_images(root / "MNIST" / "raw" / "train-images-idx3-ubyte", np.zeros((5, 28, 28)))
+    return root
+
+
+UNKNOWN_RUN = "0123456789abcdef0123456789abcdef"
+# (id, overrides, what the one line must contain); "{data}" is the case's data folder
+CASES = [
+    ("epochs zero", ["trainer.max_epochs=0"], "trainer.max_epochs=0 is not allowed: expected"),
+    ("epochs text", ["trainer.max_epochs=abc"], "trainer.max_epochs='abc' is not allowed"),
+    ("max_steps", ["trainer.max_steps=-2"], "trainer.max_steps=-2 is not allowed"),
+    ("limit batches", ["trainer.limit_train_batches=1.5"], "trainer.limit_train_batches=1.5"),
+    ("precision", ["trainer.precision=8"], "trainer.precision=8"),
+    ("accelerator", ["trainer.accelerator=abacus"], "trainer: "),  # Lightning's own refusal
+    ("unknown trainer key", ["+trainer.epochs=3"], "trainer.epochs=3 is not allowed: expected"),
+    ("seed", ["seed=-1"], "seed=-1 is not allowed: expected an integer ≥ 0"),
+    ("checkpoint", ["checkpoint.every_n_epochs=0"], "checkpoint.every_n_epochs=0 is not allowed"),
+    ("lr zero", ["model.lr=0"], "model.lr=0 is not allowed: expected a number > 0"),
+    ("sigma2 nan", ["model.sigma2=nan"], "model.sigma2=nan is not allowed"),
+    ("mc samples", ["model.mc_samples=2.5"], "model.mc_samples=2.5 is not allowed"),
+    ("hidden zero", ["model.hidden=[50,0]"], "model.hidden=[50, 0] is not allowed"),
+    ("activation", ["model.activation=swish"], "model.activation='swish' is not allowed"),
+    ("kl option", ["model.kl=exact"], "model.kl='exact' is not allowed"),
+    ("kl with estimator", ["model.kl=monte_carlo", "model.estimator=local_reparam"],
+     "model.kl='monte_carlo' is not allowed: expected closed_form with model.estimator"),
+    ("momentum", ["model.optimizer=sgd", "model.momentum=1.5"], "model.momentum=1.5"),
+    ("nesterov", ["model.nesterov=true"], "model.nesterov=True is not allowed"),
+    ("unknown model key", ["+model.dropout=0.1"], "model.dropout=0.1 is not allowed: expected"),
+    ("latent too large", ["model=vae", "data=manifold", "model.latent_dim=20"],
+     "model.latent_dim=20 is not allowed: expected"),
+    ("bernoulli off [0,1]", ["model=vae", "data=manifold", "model.likelihood=bernoulli"],
+     "model.likelihood='bernoulli' is not allowed"),
+    ("pairing", ["model=mlp_classifier"], "model=MLPClassifier trains on data with class"),
+    ("batch size", ["data.batch_size=0"], "data.batch_size=0 is not allowed"),
+    ("noise", ["data.noise_var=-0.1"], "data.noise_var=-0.1 is not allowed"),
+    ("x text", ["data.x_low=abc"], "data.x_low='abc' is not allowed: expected a number"),
+    ("manifold dims", ["model=pca", "data=manifold", "data.intrinsic_dim=30"],
+     "data.intrinsic_dim=30 is not allowed"),
+    ("mnist missing", ["data=mnist", "data.root={data}"], "MNIST not found"),
+    ("mnist corrupt", ["data=mnist", "data.root={corrupt}"], "truncated or corrupt"),
+    ("mnist labels", ["data=mnist", "data.root={mislabelled}"], "labels outside 0..9"),
+    ("mnist sizes", ["data=mnist", "data.root={mismatched}"], "MNIST"),
+    ("mnist n_val", ["data=mnist", "data.root={valid}", "data.n_val=20"], "data.n_val=20"),
+    ("server down", ["tracking.uri=http://127.0.0.1:{port}"], "tracking.uri='http://127.0.0.1"),
+    ("store scheme", ["tracking.uri=foo://bar"], "tracking.uri='foo://bar' is not allowed"),
+    ("resume unknown", [f"resume={UNKNOWN_RUN}"], f"resume='{UNKNOWN_RUN}' is not allowed"),
+    ("resume with lr", [f"resume={UNKNOWN_RUN}", "model.lr=0.1"],
+     "model.lr=0.1 cannot be combined with resume="),
+    ("hydra key", ["model.no_such_key=1"], "Could not override 'model.no_such_key'"),
+    ("hydra group", ["model=no_such_model"], "Could not find 'model/no_such_model'"),
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def outcomes(tmp_path_factory) -> dict[str, tuple[subprocess.CompletedProcess, CLI]]:
+    data = tmp_path_factory.mktemp("data")
+    folders = {
+        "data": data / "empty",
+        "corrupt": corrupt_mnist(data / "corrupt"),
+        "mislabelled": mislabelled_mnist(data / "mislabelled"),
+        "mismatched": mismatched_mnist(data / "mismatched"),
+        "valid": valid_mnist(data / "valid"),
+        "port": closed_port(),
+    }
+
+    def run(case: tuple) -> tuple[subprocess.CompletedProcess, CLI]:
+        name, overrides, _ = case
+        cli = CLI(tmp_path_factory.mktemp(name.replace(" ", "_")))
+        return cli.run(*QUICK, *(o.format(**folders) for o in overrides)), cli
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        return dict(zip((case[0] for case in CASES), pool.map(run, CASES), strict=True))
+
+
+def test_the_table_holds_at_least_25_cases():
+    assert len({name for name, *_ in CASES}) == len(CASES) >= 25
+
+
+@pytest.mark.parametrize(("name", "overrides", "expected"), CASES, ids=[c[0] for c in CASES])
+def test_bad_input_exits_2_with_one_line_and_no_run(outcomes, name, overrides, expected):
+    result, cli = outcomes[name]
+    assert result.returncode == 2, result.stderr[-2000:]
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr[-2000:]
+    assert lines[0].startswith("vnnlab: ") and expected in lines[0], lines[0]
+    if cli.store.exists():
+        client = MlflowClient(f"sqlite:///{cli.store}")
+        experiments = [e.experiment_id for e in client.search_experiments()]
+        assert client.search_runs(experiments) == []
