@@ -48,12 +48,8 @@ class CLI:
         way in `process`."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            new = (
-                [r for r in self.runs() if r.info.run_id not in known]
-                if self.store.exists()
-                else []
-            )
-            if any("train/loss" in r.data.metrics for r in new):
+            runs = self.runs() if self.store.exists() else []
+            if any("train/loss" in r.data.metrics for r in runs if r.info.run_id not in known):
                 return
             time.sleep(0.5)
         process.kill()
