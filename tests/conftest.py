@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
+from vnnlab import tracking
+
 # Small and quick: two epochs, no progress bar; a few hundred synthetic points.
 QUICK = [
     "trainer.max_epochs=2",
@@ -60,7 +62,7 @@ class CLI:
         return self.workdir / "mlflow.db"
 
     def client(self) -> MlflowClient:
-        return MlflowClient(f"sqlite:///{self.store}")
+        return tracking.open_store(f"sqlite:///{self.store}")  # safe while a run creates it
 
     def runs(self):
         client = self.client()

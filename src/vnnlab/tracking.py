@@ -138,8 +138,8 @@ def _exclusive_lock(folder: Path) -> Iterator[None]:
         os.close(descriptor)  # releases the lock
 
 
-# SQLite lets one writer in at a time and makes the others wait up to 5 s; past that it
-# answers "database is locked", which a moment later is gone.
+# SQLite lets one writer in at a time; MLflow has the others wait up to 20 s (busy_timeout),
+# then they get "database is locked", which a moment later may be gone.
 LOCKED = "database is locked"
 RETRY_SECONDS = (0.5, 1, 2, 4, 8, 15, 30)
 
