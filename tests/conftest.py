@@ -1,9 +1,11 @@
 """Shared fixtures: a real `vnnlab-train` subprocess in a temporary launch directory."""
 
 import os
+import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -73,3 +75,49 @@ class CLI:
 @pytest.fixture
 def cli(tmp_path: Path) -> CLI:
     return CLI(tmp_path)
+
+
+class MlflowServer:
+    """A real `mlflow server` on 127.0.0.1 with its store and artifacts in `folder`; it can be
+    stopped and started again on the same port, as a server that goes away and comes back."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 90) -> None:
+        command = [
+            sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1",
+            "--port", str(self.port), "--workers", "1",
+            "--backend-store-uri", f"sqlite:///{self.folder / 'server.db'}",
+            "--artifacts-destination", str(self.folder / "server-artifacts"),
+        ]  # fmt: skip
+        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                urllib.request.urlopen(f"{self.url}/health", timeout=2)
+                return
+            except OSError:
+                time.sleep(0.5)
+        self.process.kill()
+        pytest.fail(f"mlflow server did not start: {self.process.communicate()[1][-2000:]}")
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.communicate(timeout=30)
+            self.process = None
+
+
+@pytest.fixture
+def mlflow_server(tmp_path):
+    """The URL of a running MlflowServer, stopped after the test."""
+    server = MlflowServer(tmp_path)
+    server.start()
+    yield server.url
+    server.stop()

@@ -3,14 +3,8 @@ SQLite store or a real `mlflow server` on 127.0.0.1, checked through MLflow's cl
 
 import json
 import signal
-import socket
-import subprocess
-import sys
-import time
 import urllib.request
 from pathlib import Path
-
-import pytest
 
 from conftest import FAST
 
@@ -63,38 +57,6 @@ def test_sigterm_between_jobs_ends_the_parent_and_the_open_child_killed(cli):
     assert process.returncode == 128 + signal.SIGTERM
     statuses = {r.data.tags["vnnlab.sweep.role"]: r.info.status for r in cli.runs()}
     assert statuses == {"parent": "KILLED", "child": "KILLED"}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@pytest.fixture
-def mlflow_server(tmp_path):
-    """A real `mlflow server` bound to 127.0.0.1, its store and artifacts in tmp_path."""
-    port = free_port()
-    command = [
-        sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-        "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
-        "--artifacts-destination", str(tmp_path / "server-artifacts"), "--workers", "1",
-    ]  # fmt: skip
-    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        try:
-            urllib.request.urlopen(f"{url}/health", timeout=2)
-            break
-        except OSError:
-            time.sleep(0.5)
-    else:
-        server.kill()
-        pytest.fail(f"mlflow server did not start: {server.communicate()[1][-2000:]}")
-    yield url
-    server.terminate()
-    server.wait(timeout=30)
 
 
 def rest(url: str, path: str, body: dict | None = None) -> dict:

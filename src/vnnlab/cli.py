@@ -32,13 +32,16 @@ def _hydra_main(cfg: DictConfig) -> dict[str, Any] | None:
         return _sweep_job(cfg)
     from vnnlab import console
     from vnnlab.errors import BadInputError
-    from vnnlab.train import train
+    from vnnlab.train import TrackingIncomplete, train
 
     try:
         run = train(cfg)
     except BadInputError as error:
         print(f"vnnlab: {error}", file=sys.stderr)
         sys.exit(2)
+    except TrackingIncomplete as error:
+        print(f"vnnlab: {error}", file=sys.stderr)
+        sys.exit(1)
     print(
         f"\nvnnlab: run {run.run_id} FINISHED\n"
         f"{console.metrics_table(run.metrics)}\n"

@@ -2,7 +2,7 @@
 (vnnlab-compare and a sweep's parent process need MLflow only)."""
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -23,18 +23,25 @@ class RunLogger(MLFlowLogger):
     for a key up to `logged_through[key]` (a step) was computed identically and is skipped, so
     the metric history has every epoch exactly once."""
 
-    def __init__(self, *, logged_through: Mapping[str, int] | None = None, **kwargs: Any):
+    def __init__(
+        self,
+        *,
+        send: Callable[..., None],
+        logged_through: Mapping[str, int] | None = None,
+        **kwargs: Any,
+    ):
         super().__init__(**kwargs)
+        self.send = send  # TrackedRun.send: retried, held back while the server is away
         self.logged_through = dict(logged_through or {})
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
         new = {
-            key: value
+            key: float(value)
             for key, value in metrics.items()
             if step is None or step > self.logged_through.get(key, -1)
         }
         if new:
-            tracking.with_retries(super().log_metrics, new, step)
+            self.send(tracking.describe_metrics(new, step), super().log_metrics, new, step)
 
     def finalize(self, status: str = "success") -> None:
         pass

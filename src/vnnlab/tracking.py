@@ -6,9 +6,11 @@ experiment id is passed explicitly (set_experiment races put runs in "Default").
 """
 
 import fcntl
+import functools
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -18,7 +20,7 @@ from typing import Any, TypeVar
 
 import requests
 from matplotlib.figure import Figure
-from mlflow.entities import Metric, Param, RunStatus, RunTag
+from mlflow.entities import Metric, Param, Run, RunStatus, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
@@ -191,16 +193,46 @@ def raise_interrupt(signum: int, frame: Any) -> None:
 
 
 class TrackedRun:
-    """An open MLflow run: what train() records into it."""
+    """An open MLflow run: what train() records into it.
 
-    def __init__(self, client: MlflowClient, run_id: str, tracking_uri: str):
+    Every record goes through `send`. When a tracking server stops answering (after MLflow's
+    own retries), training goes on: records are held back in order and sent by `flush` when
+    the run ends; what still cannot be sent is left in `unsent` for train() to report."""
+
+    def __init__(self, client: MlflowClient, run_id: str, tracking_uri: str, experiment_id: str):
         self.client = client
         self.run_id = run_id
         self.tracking_uri = tracking_uri
+        self.experiment_id = experiment_id
+        self.held_back: list[tuple[str, Callable[[], Any]]] = []  # (what, how to send it)
+        self.unsent: list[str] = []
 
-    @property
-    def experiment_id(self) -> str:
-        return self.client.get_run(self.run_id).info.experiment_id
+    def send(self, what: str, call: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+        """`call(*args, **kwargs)` now, or, while the server does not answer, at `flush`."""
+        if not self.held_back:
+            try:
+                with_retries(call, *args, **kwargs)
+                return
+            except MlflowException as error:
+                if not unreachable(error):
+                    raise
+                print(f"vnnlab: the tracking server {self.tracking_uri} does not answer; "
+                      "training goes on and keeps its records to send at the end",
+                      file=sys.stderr, flush=True)  # fmt: skip
+        self.held_back.append((what, functools.partial(call, *args, **kwargs)))
+
+    def flush(self) -> None:
+        """Send what was held back, in order; what the server still refuses goes to `unsent`."""
+        while self.held_back:
+            what, call = self.held_back[0]
+            try:
+                call()
+            except MlflowException as error:
+                if not unreachable(error):
+                    raise
+                self.unsent = [what for what, _ in self.held_back]
+                return
+            self.held_back.pop(0)
 
     def lightning_logger(self, logged_through: Mapping[str, int] | None = None) -> Any:
         """Lightning's logger on this run; `logged_through`: per key, the last step the store
@@ -208,35 +240,58 @@ class TrackedRun:
         from vnnlab.lightning_hooks import RunLogger  # Lightning only where a model trains
 
         return RunLogger(
-            tracking_uri=self.tracking_uri, run_id=self.run_id, logged_through=logged_through
+            tracking_uri=self.tracking_uri,
+            run_id=self.run_id,
+            send=self.send,
+            logged_through=logged_through,
         )
 
     def set_tag(self, key: str, value: str) -> None:
-        with_retries(self.client.set_tag, self.run_id, key, value)
+        self.send(f"tag {key}={value[:80]}", self.client.set_tag, self.run_id, key, value)
 
     def log_params(self, params: Mapping[str, str]) -> None:
         items = [Param(key, value) for key, value in params.items()]
         for start in range(0, len(items), LOG_BATCH_LIMIT):
             batch = items[start : start + LOG_BATCH_LIMIT]
-            with_retries(self.client.log_batch, self.run_id, params=batch)
+            what = "params " + ", ".join(f"{p.key}={p.value}" for p in batch)
+            self.send(what, self.client.log_batch, self.run_id, params=batch)
 
     def log_metrics(self, metrics: Mapping[str, float], step: int = 0) -> None:
         timestamp = int(time.time() * 1000)
         batch = [Metric(key, float(value), timestamp, step) for key, value in metrics.items()]
-        with_retries(self.client.log_batch, self.run_id, metrics=batch)
+        self.send(
+            describe_metrics(metrics, step), self.client.log_batch, self.run_id, metrics=batch
+        )
 
     def log_text(self, text: str, artifact_file: str) -> None:
-        with_retries(self.client.log_text, self.run_id, text, artifact_file)
+        self.send(
+            f"artifact {artifact_file}", self.client.log_text, self.run_id, text, artifact_file
+        )
 
     def log_figure(self, figure: Figure, artifact_file: str) -> None:
-        with_retries(self.client.log_figure, self.run_id, figure, artifact_file)
+        what = f"artifact {artifact_file}"
+        self.send(what, self.client.log_figure, self.run_id, figure, artifact_file)
 
     def describe(self, text: str) -> None:
         """The run's description, shown at the top of its page in the MLflow UI."""
         self.set_tag("mlflow.note.content", text)
 
     def log_file(self, path: Path, artifact_dir: str) -> None:
-        with_retries(self.client.log_artifact, self.run_id, str(path), artifact_dir)
+        what = f"artifact {artifact_dir}/{path.name} (kept at {path})"
+        self.send(what, self.client.log_artifact, self.run_id, str(path), artifact_dir)
+
+
+def describe_metrics(metrics: Mapping[str, float], step: int | None) -> str:
+    """One line for a record of metrics: `metrics at step 80: val/loss=0.52, ...`."""
+    values = ", ".join(f"{key}={float(value)!r}" for key, value in metrics.items())
+    return f"metrics at step {step}: {values}"
+
+
+def unreachable(error: MlflowException) -> bool:
+    """MLflow's REST client gave up on a server that does not answer (connection refused or
+    reset, timeouts), as opposed to a server that answered with an error."""
+    text = str(error)
+    return "Max retries exceeded" in text or "Connection aborted" in text
 
 
 @contextmanager
@@ -258,31 +313,34 @@ def tracked_run(
     client = open_store(tracking_uri)
     if resume_run_id is None:
         in_experiment = known_experiment_id or experiment_id(client, experiment)
-        run_id = client.create_run(in_experiment, run_name=run_name, tags=dict(tags)).info.run_id
+        run = client.create_run(in_experiment, run_name=run_name, tags=dict(tags))
     else:
-        run_id = _reopen(client, resume_run_id, tags)
+        run = _reopen(client, resume_run_id, tags)
+    tracked = TrackedRun(client, run.info.run_id, tracking_uri, run.info.experiment_id)
     in_main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, raise_interrupt) if in_main_thread else None
     status = RunStatus.FAILED
     try:
-        yield TrackedRun(client, run_id, tracking_uri)
+        yield tracked
         status = RunStatus.FINISHED
     except (KeyboardInterrupt, SystemExit) as stop:  # Lightning turns Ctrl-C into sys.exit(1)
         status = RunStatus.KILLED
         cause = stop.__context__ if isinstance(stop.__context__, KeyboardInterrupt) else stop
-        client.set_tag(run_id, STOPPED_TAG, repr(cause))
+        tracked.set_tag(STOPPED_TAG, repr(cause))
         raise
     except Exception as error:
         reason = " ".join(f"{type(error).__name__}: {error}".split())
-        client.set_tag(run_id, FAILURE_TAG, reason[:5000])
+        tracked.set_tag(FAILURE_TAG, reason[:5000])
         raise
     finally:
         if in_main_thread:
             signal.signal(signal.SIGTERM, previous)
-        with_retries(client.set_terminated, run_id, RunStatus.to_string(status))
+        status_text = RunStatus.to_string(status)
+        tracked.send(f"status {status_text}", client.set_terminated, tracked.run_id, status_text)
+        tracked.flush()
 
 
-def _reopen(client: MlflowClient, run_id: str, tags: Mapping[str, str]) -> str:
+def _reopen(client: MlflowClient, run_id: str, tags: Mapping[str, str]) -> Run:
     """Mark a stopped (or stale RUNNING) run RUNNING again, without the reason it stopped."""
     run = client.get_run(run_id)
     client.update_run(run_id, status="RUNNING")
@@ -290,4 +348,4 @@ def _reopen(client: MlflowClient, run_id: str, tags: Mapping[str, str]) -> str:
         if stale in run.data.tags:
             client.delete_tag(run_id, stale)
     client.log_batch(run_id, tags=[RunTag(key, value) for key, value in tags.items()])
-    return run_id
+    return run

@@ -96,7 +96,24 @@ def _train(
                 run.describe(_description(model, datamodule, trainer, metrics))
             finally:  # a failed or killed run keeps its last checkpoint too
                 _log_checkpoint(run, folder)
+        if run.unsent:
+            raise _unsent(run, folder)
     return TrainResult(run.run_id, run.experiment_id, uri, model, datamodule, metrics)
+
+
+class TrackingIncomplete(Exception):
+    """The run trained to its end, but the tracking server took only part of its record."""
+
+
+def _unsent(run: tracking.TrackedRun, folder: Path) -> TrackingIncomplete:
+    """What the server never took, written beside the checkpoint, as an error to report."""
+    record = folder / "unsent.txt"
+    record.write_text("\n".join(run.unsent) + "\n", encoding="utf-8")
+    return TrackingIncomplete(
+        f"run {run.run_id} trained to its end, but {run.tracking_uri} stopped answering: "
+        f"{len(run.unsent)} records not sent (listed in {record}); checkpoint: "
+        f"{folder / LAST_CHECKPOINT}"
+    )
 
 
 def _prior_run(
