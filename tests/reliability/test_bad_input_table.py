@@ -89,6 +89,7 @@ CASES = [
     ("mnist labels", ["data=mnist", "data.root={mislabelled}"], "labels outside 0..9"),
     ("mnist sizes", ["data=mnist", "data.root={mismatched}"], "MNIST"),
     ("mnist n_val", ["data=mnist", "data.root={valid}", "data.n_val=20"], "data.n_val=20"),
+    ("table without path", ["data=tabular"], "data.path=None is not allowed: expected a file"),
     ("server down", ["tracking.uri=http://127.0.0.1:{port}"], "tracking.uri='http://127.0.0.1"),
     ("store scheme", ["tracking.uri=foo://bar"], "tracking.uri='foo://bar' is not allowed"),
     ("resume unknown", [f"resume={UNKNOWN_RUN}"], f"resume='{UNKNOWN_RUN}' is not allowed"),

@@ -1,0 +1,146 @@
+"""vnnlab-predict: a run trained on a table (data=tabular), applied to new rows.
+
+    vnnlab-predict run_id=<id> data.path=new.csv [output=predictions.csv] [tracking.uri=...]
+
+The run's checkpoint (loaded with weights_only=True) brings the model and the training split's
+standardisation of the inputs; the output keeps every input column and adds, per row: for a
+regressor `<target>_mean` and, with a predictive density, `<target>_sd`, `<target>_lower95`,
+`<target>_upper95` (mean ± 1.96 sd); for a classifier `p_<class>` per class and `predicted`;
+for PCA, autoencoders and the VAE `z1` … `zm` (the latent code) and `recon_mse` (on the
+standardised inputs, as the run's recon_mse).
+"""
+
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+from hydra.utils import get_class
+from mlflow.exceptions import MlflowException
+from omegaconf import OmegaConf
+from torch import Tensor
+
+from vnnlab import console, tracking
+from vnnlab.data.tabular import TabularDataModule, numeric_columns, read_table
+from vnnlab.errors import BadInputError, bad_value
+from vnnlab.models.base import VNNModule
+from vnnlab.models.tasks import ClassificationModule, RegressionModule
+from vnnlab.resume import CHECKPOINT_ARTIFACT
+
+KEYS = ("run_id", "data.path", "output", "tracking.uri", "data.delimiter")
+CHUNK = 4096  # rows per forward pass
+Z95 = 1.959964  # the standard normal's 97.5% quantile
+
+
+def predict(
+    run_id: str, path: str, tracking_uri: str | None = None, delimiter: str | None = None
+) -> pd.DataFrame:
+    """The rows of the table at `path` with the run's predictions as added columns."""
+    uri = tracking.resolve_tracking_uri(tracking_uri, Path.cwd())
+    model, scaling = _trained(run_id, uri)
+    table = read_table(path, delimiter)
+    absent = [column for column in scaling["inputs"] if column not in table.columns]
+    if absent:
+        wanted = ", ".join(scaling["inputs"])
+        allowed = f"a table with the run's input columns ({wanted}); missing: {', '.join(absent)}"
+        raise bad_value("data.path", path, allowed)
+    x = torch.tensor(numeric_columns(table, scaling["inputs"]), dtype=torch.float32)
+    x = (x - torch.tensor(scaling["loc"])) / torch.tensor(scaling["scale"])
+    with torch.no_grad():
+        added = pd.concat([_outputs(model, chunk, scaling) for chunk in x.split(CHUNK)])
+    return pd.concat([table.reset_index(drop=True), added.reset_index(drop=True)], axis=1)
+
+
+def _trained(run_id: str, uri: str) -> tuple[VNNModule, dict[str, Any]]:
+    """The run's model and its data module's state (input columns, standardisation, classes)."""
+    database = tracking.sqlite_path(uri)
+    if database is not None and not database.is_file():
+        raise bad_value("run_id", run_id, f"the id of a run in {uri} (no such file)")
+    client = tracking.open_store(uri)
+    with tempfile.TemporaryDirectory(prefix="vnnlab-predict-") as scratch:
+        try:
+            config = OmegaConf.load(client.download_artifacts(run_id, "config.yaml", scratch))
+            checkpoint = client.download_artifacts(run_id, CHECKPOINT_ARTIFACT, scratch)
+        except (MlflowException, OSError):
+            raise bad_value("run_id", run_id, f"a finished vnnlab run in {uri}") from None
+        state = torch.load(checkpoint, weights_only=True, map_location="cpu")
+        scaling = state.get(TabularDataModule.__qualname__)
+        if not scaling:
+            raise bad_value("run_id", run_id, "a run trained on data=tabular")
+        model_class = get_class(config.model._target_)
+        model = model_class.load_from_checkpoint(checkpoint, weights_only=True, map_location="cpu")
+    return model.eval(), scaling
+
+
+def _outputs(model: VNNModule, x: Tensor, scaling: dict[str, Any]) -> pd.DataFrame:
+    if isinstance(model, RegressionModule):
+        return _regression(model, x, scaling["targets"])
+    if isinstance(model, ClassificationModule):
+        return _classification(model, x, scaling["classes"])
+    z = model.encode(x)
+    columns = {f"z{i + 1}": z[:, i].numpy() for i in range(z.shape[1])}
+    columns["recon_mse"] = ((x - model.decode(z)) ** 2).mean(dim=1).numpy()
+    return pd.DataFrame(columns)
+
+
+def _regression(model: RegressionModule, x: Tensor, targets: Sequence[str]) -> pd.DataFrame:
+    mean, var = model.predict(x)
+    columns: dict[str, Any] = {}
+    for j, target in enumerate(targets):
+        columns[f"{target}_mean"] = mean[:, j].numpy()
+        if var is not None:
+            sd = var[:, j].sqrt()
+            columns[f"{target}_sd"] = sd.numpy()
+            columns[f"{target}_lower95"] = (mean[:, j] - Z95 * sd).numpy()
+            columns[f"{target}_upper95"] = (mean[:, j] + Z95 * sd).numpy()
+    return pd.DataFrame(columns)
+
+
+def _classification(model: ClassificationModule, x: Tensor, classes: list) -> pd.DataFrame:
+    probabilities = model.predict_proba(x)
+    columns: dict[str, Any] = {f"p_{label}": probabilities[:, k].numpy()
+                               for k, label in enumerate(classes)}  # fmt: skip
+    columns["predicted"] = [classes[k] for k in probabilities.argmax(dim=1).tolist()]
+    return pd.DataFrame(columns)
+
+
+def _arguments(argv: Sequence[str]) -> dict[str, str]:
+    """key=value pairs, as on vnnlab-train's command line."""
+    arguments = {}
+    for item in argv:
+        key, sep, value = item.partition("=")
+        if not sep or key not in KEYS:
+            raise BadInputError(f"{item!r} is not allowed: expected key=value with key one of "
+                                f"{', '.join(KEYS)}")  # fmt: skip
+        arguments[key] = value
+    for key in ("run_id", "data.path"):
+        if key not in arguments:
+            raise BadInputError(f"{key}= is missing: vnnlab-predict run_id=<id> data.path=new.csv")
+    return arguments
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = sys.argv[1:] if argv is None else list(argv)
+    if args in (["--help"], ["-h"]):
+        print(__doc__)
+        return
+    try:
+        arguments = _arguments(args)
+        options = {"tracking_uri": arguments.get("tracking.uri"),
+                   "delimiter": arguments.get("data.delimiter")}  # fmt: skip
+        with console.quiet_dependencies():
+            table = predict(arguments["run_id"], arguments["data.path"], **options)
+    except BadInputError as error:
+        print(f"vnnlab-predict: {error}", file=sys.stderr)
+        sys.exit(2)
+    output = Path(arguments.get("output", "predictions.csv"))
+    table.to_csv(output, index=False)
+    print(f"vnnlab-predict: {len(table)} rows with predictions of run {arguments['run_id']} "
+          f"→ {output}")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,180 @@
+"""data=tabular and vnnlab-predict on tables the tests write: every format reads the same,
+statistics come from the training split only, bad files are one line, and a trained run
+predicts new rows from its own checkpoint."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from conftest import QUICK
+from vnnlab.data.tabular import TabularDataModule, read_table
+from vnnlab.errors import BadInputError
+
+
+def regression_table(n: int = 400, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    x = rng.normal(loc=[10.0, -3.0, 0.0], scale=[5.0, 0.5, 2.0], size=(n, 3))
+    y = x @ np.array([0.2, 1.0, -0.5]) + rng.normal(0, 0.1, n)
+    labels = np.where(y > np.median(y), "high", "low")
+    return pd.DataFrame({"a": x[:, 0], "b": x[:, 1], "c": x[:, 2], "y": y, "kind": labels})
+
+
+@pytest.fixture
+def csv(tmp_path):
+    path = tmp_path / "table.csv"
+    regression_table().to_csv(path, index=False, sep=";")  # the delimiter is sniffed
+    return path
+
+
+def test_csv_parquet_npy_and_npz_read_as_the_same_table(tmp_path, csv):
+    table = regression_table().drop(columns="kind")
+    table.to_parquet(tmp_path / "t.parquet")
+    np.save(tmp_path / "t.npy", table.to_numpy())
+    np.savez(tmp_path / "t.npz", **{column: table[column].to_numpy() for column in table})
+    from_csv = read_table(csv).drop(columns="kind")
+    assert list(from_csv.columns) == ["a", "b", "c", "y"]
+    np.testing.assert_allclose(from_csv.to_numpy(), table.to_numpy())
+    for name in ("t.parquet", "t.npz"):
+        pd.testing.assert_frame_equal(read_table(tmp_path / name), table)
+    npy = read_table(tmp_path / "t.npy")
+    assert list(npy.columns) == ["0", "1", "2", "3"]
+    np.testing.assert_array_equal(npy.to_numpy(), table.to_numpy())
+
+
+def test_inputs_are_standardised_with_the_training_split_only(csv):
+    data = TabularDataModule(path=str(csv), target="y", drop=["kind"], seed=3)
+    info = data.info()
+    assert (info.target, info.in_features, info.out_features) == ("real", 3, 1)
+    raw = regression_table()
+    x_train, y_train = data.split("train")
+    # find the training rows by their (unscaled) targets, then standardise them by hand
+    targets = raw["y"].to_numpy(dtype=np.float32)
+    rows = [int(np.flatnonzero(targets == value)[0]) for value in y_train[:, 0].numpy()]
+    assert len(set(rows)) == len(rows)
+    by_hand = raw[["a", "b", "c"]].to_numpy()[rows]
+    by_hand = (by_hand - by_hand.mean(0)) / by_hand.std(0)
+    np.testing.assert_allclose(x_train.numpy(), by_hand, atol=1e-5)
+    sizes = [len(data.split(name)[0]) for name in ("train", "val", "test")]
+    assert sizes == [280, 60, 60]  # 15 % each for val and test
+    x_test = data.split("test")[0]
+    assert abs(float(x_test.mean())) > 1e-4  # test rows are scaled by train statistics
+    assert data.state_dict()["inputs"] == ["a", "b", "c"]
+
+
+def test_the_task_follows_the_target_and_a_column_can_name_the_split(tmp_path):
+    table = regression_table()
+    table["part"] = ["train"] * 300 + ["val"] * 50 + ["test"] * 50
+    path = tmp_path / "t.csv"
+    table.to_csv(path, index=False)
+    labels = TabularDataModule(path=str(path), target="kind", drop=["y"], split_column="part")
+    assert (labels.info().target, labels.info().out_features) == ("class", 2)
+    assert labels.state_dict()["classes"] == ["high", "low"]
+    assert [len(labels.split(s)[0]) for s in ("train", "val", "test")] == [300, 50, 50]
+    inputs = TabularDataModule(path=str(path), drop=["y", "kind"], split_column="part")
+    assert inputs.info().target is None and len(inputs.split("train")) == 1
+
+
+@pytest.mark.parametrize(
+    ("change", "arguments", "expected"),
+    [
+        (None, {"path": "nowhere.csv"}, "data.path='nowhere.csv' is not allowed: expected an"),
+        (None, {"target": "z"}, "data.target='z' is not allowed: expected a column of"),
+        ("text", {"target": "y"}, "column 'b' holds 'n/a?' in row 6"),
+        ("hole", {"target": "y"}, "column 'a' has a missing value in row 4"),
+        ("few", {"target": "y"}, "too few rows for the split"),
+        ("one class", {"target": "kind"}, "data.target='kind' is not allowed: expected a column"),
+    ],
+)
+def test_a_bad_file_is_one_clear_line(tmp_path, change, arguments, expected):
+    table = regression_table()
+    if change == "text":
+        table["b"] = table["b"].astype(object)
+        table.loc[5, "b"] = "n/a?"
+    elif change == "hole":
+        table.loc[3, "a"] = np.nan
+    elif change == "few":
+        table = table.head(3)
+    elif change == "one class":
+        table["kind"] = "same"
+    path = tmp_path / "t.csv"
+    table.to_csv(path, index=False)
+    drop = [c for c in ("kind", "y") if c != arguments.get("target")]
+    data = TabularDataModule(**{"path": str(path), "drop": drop, **arguments})
+    with pytest.raises(BadInputError, match=None) as error:
+        data.info()
+    assert expected in str(error.value) and "\n" not in str(error.value)
+
+
+def test_missing_values_can_be_dropped(tmp_path):
+    table = regression_table()
+    table.loc[[3, 7], "a"] = np.nan
+    path = tmp_path / "t.csv"
+    table.to_csv(path, index=False)
+    data = TabularDataModule(path=str(path), target="y", drop=["kind"], missing="drop")
+    assert data.info().n_train + sum(len(data.split(s)[0]) for s in ("val", "test")) == 398
+
+
+def predict(cli, *arguments):
+    command = [sys.executable, "-m", "vnnlab.predict", *arguments]
+    return subprocess.run(command, cwd=cli.workdir, env=cli.env, capture_output=True,
+                          text=True, timeout=240)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("model", "target", "added"),
+    [
+        ("bnn_regressor", "y", ["y_mean", "y_sd", "y_lower95", "y_upper95"]),
+        ("mlp_classifier", "kind", ["p_high", "p_low", "predicted"]),
+        ("pca", None, ["z1", "z2", "recon_mse"]),
+    ],
+)
+def test_a_trained_run_predicts_new_rows_with_the_inputs_kept(cli, csv, model, target, added):
+    drop = [c for c in ("y", "kind") if c != target]
+    overrides = [
+        f"model={model}",
+        "data=tabular",
+        f"data.path={csv}",
+        f"data.drop=[{','.join(drop)}]",
+    ]
+    if target:
+        overrides.append(f"data.target={target}")
+    else:
+        overrides.append("model.latent_dim=2")
+    trained = cli.run(*QUICK, *overrides)
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    [run] = cli.runs()
+    new_rows = regression_table(n=50, seed=9)
+    new_rows.to_csv(cli.workdir / "new.csv", index=False)
+    result = predict(cli, f"run_id={run.info.run_id}", "data.path=new.csv")
+    assert result.returncode == 0, result.stderr[-3000:]
+    output = pd.read_csv(cli.workdir / "predictions.csv")  # the default output
+    assert list(output.columns) == [*new_rows.columns, *added]
+    np.testing.assert_allclose(output[["a", "b", "c"]], new_rows[["a", "b", "c"]])
+    if target == "kind":
+        np.testing.assert_allclose(output["p_high"] + output["p_low"], 1.0, rtol=1e-5)
+        assert set(output["predicted"]) <= {"high", "low"}
+    if target == "y":
+        assert (output["y_lower95"] < output["y_mean"]).all()
+        assert (output["y_mean"] < output["y_upper95"]).all()
+
+
+def test_predict_refuses_a_run_it_cannot_use_in_one_line(cli, csv):
+    result = predict(cli, "run_id=0123", f"data.path={csv}")
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        f"vnnlab-predict: run_id='0123' is not allowed: expected the id of a run in "
+        f"sqlite:///{cli.store} (no such file)"
+    )
+    assert predict(cli, "data.path=x.csv").returncode == 2
+
+
+def test_the_model_sees_standardised_inputs_and_the_target_in_its_units(csv):
+    data = TabularDataModule(path=str(csv), target="y", drop=["kind"])
+    x, y = data.split("train")
+    assert torch.allclose(x.mean(0), torch.zeros(3), atol=1e-5)
+    raw = set(regression_table()["y"].to_numpy(dtype=np.float32).tolist())
+    assert set(y[:, 0].tolist()) <= raw  # as in the file: metrics are in the target's units
