@@ -112,6 +112,15 @@ def check_store(tracking_uri: str, timeout_s: float = 10.0) -> None:
             reason = type(error).__name__
             raise bad_value("tracking.uri", tracking_uri, f"{allowed} (got {reason})") from None
         return
+    database = sqlite_path(tracking_uri)
+    if database is not None:  # the file is created with the run: bad input leaves none
+        try:
+            database.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise bad_value("tracking.uri", tracking_uri, f"{allowed} ({error.strerror})") from None
+        if not os.access(database.parent, os.W_OK):
+            raise bad_value("tracking.uri", tracking_uri, f"{allowed} (a read-only folder)")
+        return
     try:
         open_store(tracking_uri)
     except (MlflowException, ValueError):  # its text is about the model registry
