@@ -161,12 +161,14 @@ def _trainer(
             callbacks.append(console.EpochLines())
     if cfg.trainer.get("enable_checkpointing", True):
         every = cfg.checkpoint.every_n_epochs
-        callbacks.append(  # last.ckpt, overwritten every `every` epochs
+        # last.ckpt, overwritten every `every` epochs: as "top 1" without a monitor (the
+        # newest). save_last with save_top_k=0 would write it only when training ends.
+        callbacks.append(
             ModelCheckpoint(
                 checkpoint_folder,
                 filename=LAST_CHECKPOINT.removesuffix(".ckpt"),
-                save_top_k=1,  # no monitor: the newest; with save_top_k=0, Lightning 2.6 saves
-                every_n_epochs=every,  # save_last only when training ends
+                save_top_k=1,
+                every_n_epochs=every,
                 enable_version_counter=False,
             )
         )
