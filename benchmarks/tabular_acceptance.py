@@ -9,7 +9,8 @@
    σ² = 0.04. Targets: test MSE within 10% of 0.04, coverage95 in [0.90, 0.99]; vnnlab-predict
    on a fresh table from the same generator: the share of targets inside the 95% intervals.
 
-    python benchmarks/tabular_acceptance.py [--parts reduction regression] [--out DIR]
+    python benchmarks/tabular_acceptance.py [--parts reduction regression] [--epochs 100]
+    python benchmarks/tabular_acceptance.py --write-table low_rank.csv   # the table alone
 """
 
 import argparse
@@ -105,7 +106,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--parts", nargs="+", default=["reduction", "regression"])
     parser.add_argument("--epochs", type=int, default=100)
+    parser.add_argument("--write-table", type=Path, metavar="CSV",
+                        help="only write the low-rank table (20 000 rows) to CSV")  # fmt: skip
     args = parser.parse_args()
+    if args.write_table:
+        low_rank_table(20_000, seed=1)[0].to_csv(args.write_table, index=False)
+        return
     results = {}
     with tempfile.TemporaryDirectory(prefix="vnnlab-tabular-") as scratch:
         folder = Path(scratch)

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from conftest import QUICK
+from vnnlab import api
 from vnnlab.data.tabular import TabularDataModule, read_table
 from vnnlab.errors import BadInputError
 
@@ -178,3 +179,42 @@ def test_the_model_sees_standardised_inputs_and_the_target_in_its_units(csv):
     assert torch.allclose(x.mean(0), torch.zeros(3), atol=1e-5)
     raw = set(regression_table()["y"].to_numpy(dtype=np.float32).tolist())
     assert set(y[:, 0].tolist()) <= raw  # as in the file: metrics are in the target's units
+
+
+@pytest.mark.parametrize(
+    ("model", "target"),
+    [
+        ("mlp_regressor", "y"),
+        ("bnn_regressor", "y"),
+        ("mlp_classifier", "kind"),
+        ("bnn_classifier", "kind"),
+        ("pca", None),
+        ("linear_autoencoder", None),
+        ("autoencoder", None),
+        ("vae", None),
+    ],
+)
+def test_every_model_that_makes_sense_on_a_table_trains_on_one(tmp_path, csv, model, target):
+    drop = [c for c in ("y", "kind") if c != target]
+    overrides = [f"model={model}", "data=tabular", f"data.path={csv}",
+                 f"data.drop=[{','.join(drop)}]", *QUICK, "trainer.max_epochs=1",
+                 f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}"]  # fmt: skip
+    overrides += [f"data.target={target}"] if target else ["model.latent_dim=2"]
+    if model == "vae":
+        overrides.append("model.likelihood=gaussian")
+    result = api.run(overrides)
+    metric = {"y": "test/mse", "kind": "test/acc", None: "test/recon_mse"}[target]
+    assert np.isfinite(result.metrics[metric])
+
+
+def test_predict_reads_a_run_from_a_tracking_server(cli, csv, mlflow_server):
+    overrides = ["model=mlp_regressor", "data=tabular", f"data.path={csv}", "data.target=y",
+                 "data.drop=[kind]", f"tracking.uri={mlflow_server}"]  # fmt: skip
+    trained = cli.run(*QUICK, *overrides)
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    run_id = trained.stdout.split("vnnlab: run ")[1].split()[0]
+    result = predict(cli, f"run_id={run_id}", f"data.path={csv}", "output=out.csv",
+                     f"tracking.uri={mlflow_server}")  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    output = pd.read_csv(cli.workdir / "out.csv")
+    assert len(output) == 400 and "y_mean" in output and "y_sd" not in output  # no density
