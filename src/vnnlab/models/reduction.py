@@ -47,6 +47,7 @@ class PCA(ReductionModule):
         self.components.copy_(components)
 
     def on_train_epoch_end(self) -> None:
+        super().on_train_epoch_end()
         self.trainer.should_stop = True  # one pass: the fit is closed-form
 
     def encode(self, x: Tensor) -> Tensor:
