@@ -13,6 +13,8 @@ from vnnlab.validate import validate
 
 EXPERIMENTS = Path(__file__).parents[1] / "experiments"
 STUDIES = sorted(p.parent.name for p in EXPERIMENTS.glob("*/config.yaml"))
+# what a study's command line must add (a study on a table takes the user's file)
+GIVEN = {"table_reduction": ["data.path=low_rank.csv"]}
 
 
 def test_studies_are_found_where_the_package_points():
@@ -33,4 +35,5 @@ def test_every_study_composes_into_a_valid_config(study):
     for values in itertools.product(*params.values()):  # every job of the study's sweep
         overrides = [f"{key}={value}" for key, value in zip(params, values, strict=True)]
         with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-            validate(compose("config", overrides=[f"+experiment={study}", *overrides]))
+            given = [f"+experiment={study}", *GIVEN.get(study, []), *overrides]
+            validate(compose("config", overrides=given))
