@@ -1,6 +1,7 @@
 """Shared fixtures: a real `vnnlab-train` subprocess in a temporary launch directory."""
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -40,9 +41,13 @@ class CLI:
         )  # fmt: skip
 
     def popen(self, *overrides: str) -> subprocess.Popen:
+        """The command, started as from a terminal: Ctrl-C (SIGINT) interrupts it even when
+        the tests run in the background (there a shell starts them with SIGINT ignored, and
+        Python keeps an ignored SIGINT ignored)."""
         return subprocess.Popen(
             self.command(*overrides), cwd=self.workdir, env=self.env,
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            preexec_fn=_sigint_interrupts,
         )  # fmt: skip
 
     def wait_for_an_epoch(
@@ -75,6 +80,10 @@ class CLI:
 @pytest.fixture
 def cli(tmp_path: Path) -> CLI:
     return CLI(tmp_path)
+
+
+def _sigint_interrupts() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 class MlflowServer:
