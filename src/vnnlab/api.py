@@ -9,16 +9,20 @@ model = load_model(result.run_id)                             # later, from MLfl
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
+import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import get_class
-from mlflow.tracking import MlflowClient
+from mlflow.exceptions import MlflowException
 from omegaconf import OmegaConf
 
 from vnnlab import tracking
 from vnnlab.cli import CONFIG_DIR
+from vnnlab.errors import bad_value
 from vnnlab.models.base import VNNModule
-from vnnlab.train import LAST_CHECKPOINT, TrainResult, train
+from vnnlab.resume import CHECKPOINT_ARTIFACT
+from vnnlab.train import TrainResult, train
 
 
 def run(overrides: Sequence[str] = ()) -> TrainResult:
@@ -32,9 +36,24 @@ def run(overrides: Sequence[str] = ()) -> TrainResult:
 def load_model(run_id: str, tracking_uri: str | None = None) -> VNNModule:
     """The trained model of a run, from its logged config and last checkpoint (loaded with
     weights_only=True: a checkpoint holds tensors and plain hyper-parameters only)."""
-    client = MlflowClient(tracking.resolve_tracking_uri(tracking_uri, Path.cwd()))
+    return load_run(run_id, tracking_uri)[0]
+
+
+def load_run(run_id: str, tracking_uri: str | None = None) -> tuple[VNNModule, dict[str, Any]]:
+    """The run's trained model (in eval mode) and its whole checkpoint, whose entries include
+    the data module's state. BadInputError when the store or the run has none."""
+    uri = tracking.resolve_tracking_uri(tracking_uri, Path.cwd())
+    database = tracking.sqlite_path(uri)
+    if database is not None and not database.is_file():
+        raise bad_value("run_id", run_id, f"the id of a run in {uri} (no such file)")
+    client = tracking.open_store(uri)
     with tempfile.TemporaryDirectory(prefix="vnnlab-") as scratch:
-        config = OmegaConf.load(client.download_artifacts(run_id, "config.yaml", scratch))
-        checkpoint = client.download_artifacts(run_id, f"checkpoints/{LAST_CHECKPOINT}", scratch)
+        try:
+            config = OmegaConf.load(client.download_artifacts(run_id, "config.yaml", scratch))
+            checkpoint = client.download_artifacts(run_id, CHECKPOINT_ARTIFACT, scratch)
+        except (MlflowException, OSError):
+            raise bad_value("run_id", run_id, f"a finished vnnlab run in {uri}") from None
+        state = torch.load(checkpoint, weights_only=True, map_location="cpu")
         model_class = get_class(config.model._target_)
-        return model_class.load_from_checkpoint(checkpoint, weights_only=True, map_location="cpu")
+        model = model_class.load_from_checkpoint(checkpoint, weights_only=True, map_location="cpu")
+    return model.eval(), state

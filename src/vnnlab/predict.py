@@ -11,24 +11,20 @@ standardised inputs, as the run's recon_mse).
 """
 
 import sys
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import torch
-from hydra.utils import get_class
-from mlflow.exceptions import MlflowException
-from omegaconf import OmegaConf
 from torch import Tensor
 
 from vnnlab import console, tracking
+from vnnlab.api import load_run
 from vnnlab.data.tabular import TabularDataModule, numeric_columns, read_table
 from vnnlab.errors import BadInputError, bad_value
 from vnnlab.models.base import VNNModule
 from vnnlab.models.tasks import ClassificationModule, RegressionModule
-from vnnlab.resume import CHECKPOINT_ARTIFACT
 
 KEYS = ("run_id", "data.path", "output", "tracking.uri", "data.delimiter")
 CHUNK = 4096  # rows per forward pass
@@ -56,23 +52,11 @@ def predict(
 
 def _trained(run_id: str, uri: str) -> tuple[VNNModule, dict[str, Any]]:
     """The run's model and its data module's state (input columns, standardisation, classes)."""
-    database = tracking.sqlite_path(uri)
-    if database is not None and not database.is_file():
-        raise bad_value("run_id", run_id, f"the id of a run in {uri} (no such file)")
-    client = tracking.open_store(uri)
-    with tempfile.TemporaryDirectory(prefix="vnnlab-predict-") as scratch:
-        try:
-            config = OmegaConf.load(client.download_artifacts(run_id, "config.yaml", scratch))
-            checkpoint = client.download_artifacts(run_id, CHECKPOINT_ARTIFACT, scratch)
-        except (MlflowException, OSError):
-            raise bad_value("run_id", run_id, f"a finished vnnlab run in {uri}") from None
-        state = torch.load(checkpoint, weights_only=True, map_location="cpu")
-        scaling = state.get(TabularDataModule.__qualname__)
-        if not scaling:
-            raise bad_value("run_id", run_id, "a run trained on data=tabular")
-        model_class = get_class(config.model._target_)
-        model = model_class.load_from_checkpoint(checkpoint, weights_only=True, map_location="cpu")
-    return model.eval(), scaling
+    model, checkpoint = load_run(run_id, uri)
+    scaling = checkpoint.get(TabularDataModule.__qualname__)
+    if not scaling:
+        raise bad_value("run_id", run_id, "a run trained on data=tabular")
+    return model, scaling
 
 
 def _outputs(model: VNNModule, x: Tensor, scaling: dict[str, Any]) -> pd.DataFrame:
