@@ -71,14 +71,14 @@ def _train(
     prior = _prior_run(cfg, overrides, uri, in_sweep=parent is not None)
     if prior is not None:
         cfg = prior.cfg
-    datamodule, model = _build(cfg)
+    datamodule, model = build_data_and_model(cfg)
     run_name, tags = _describe(type(model), datamodule)
     if parent is not None:  # a child of the sweep's parent run, in the parent's experiment
         run_name, tags = sweep.job_name(parent), tags | sweep.child_tags(parent)
         uri = parent.tracking_uri
     experiment_id = parent.experiment_id if parent else None
     with _checkpoint_folder() as folder:
-        trainer = _trainer(cfg, folder, callbacks)
+        trainer = build_trainer(cfg, folder, callbacks)
         run_tags = resume.owner_tags(folder) | ({} if prior else tags)
         resume_run_id = prior.run_id if prior else None
         with tracking.tracked_run(
@@ -136,7 +136,7 @@ def _record_config(run: tracking.TrackedRun, cfg: DictConfig, prior: resume.Prio
     run.log_text(OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
 
 
-def _build(cfg: DictConfig) -> tuple[VNNDataModule, VNNModule]:
+def build_data_and_model(cfg: DictConfig) -> tuple[VNNDataModule, VNNModule]:
     """The data module (loaded, so its sizes are known) and the model sized to fit it."""
     datamodule = _instantiate("data", cfg.data)
     info = datamodule.info()
@@ -148,11 +148,12 @@ def _build(cfg: DictConfig) -> tuple[VNNDataModule, VNNModule]:
     return datamodule, _instantiate("model", cfg.model, **dims)
 
 
-def _trainer(
+def build_trainer(
     cfg: DictConfig, checkpoint_folder: Path, extra_callbacks: Sequence[pl.Callback]
 ) -> pl.Trainer:
     """The Trainer, built before the run exists so that Lightning's own refusals are bad input.
-    The run's logger is attached once the run is open."""
+    The run's logger is attached once the run is open (benchmarks/ fits without one to
+    measure what tracking costs)."""
     callbacks = [LightningHandlesSigterm(), *extra_callbacks]
     arguments = dict(cfg.trainer)
     if arguments.get("enable_progress_bar") == "auto":  # a bar on a terminal, else epoch lines
