@@ -34,7 +34,7 @@ def parse_args() -> argparse.Namespace:
                         help="MNIST in torchvision's layout (<root>/MNIST/raw)")  # fmt: skip
     parser.add_argument("--n-val", type=int, default=5000, help="validation images (data.n_val)")
     parser.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS))
-    parser.add_argument("--out", type=Path, default=RESULTS, help="where suite[-quick].md, .json go")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="folder for the results")
     return parser.parse_args()
 
 
