@@ -1,5 +1,6 @@
 """The MLflow run lifecycle on a real SQLite store: every way out leaves a final status."""
 
+import time
 from pathlib import Path
 
 import pytest
@@ -59,3 +60,31 @@ def test_flatten_gives_dotted_keys():
         "seed": "0",
         "tracking.uri": "None",
     }
+
+
+def test_system_metrics_are_sampled_while_the_run_is_open(store):
+    with tracking.tracked_run(store, "exp", "name", {}, system_metrics_every_s=0.2):
+        time.sleep(1.5)
+    run = only_run(store)
+    history = MlflowClient(store).get_metric_history(
+        run.info.run_id, "system/cpu_utilization_percentage"
+    )
+    assert run.info.status == "FINISHED"
+    assert len(history) >= 2 and all(0 <= m.value <= 100 for m in history)
+
+
+def test_run_logger_sends_one_record_per_epoch_and_the_rest_when_lightning_finalizes(store):
+    from vnnlab.lightning_hooks import RunLogger
+
+    sent = []
+    logger = RunLogger(send=lambda what, call, metrics, step: sent.append((step, metrics)),
+                       tracking_uri=store, run_id="unused")  # fmt: skip
+    logger.log_metrics({"val/loss": 2.0}, step=9)  # validation ends before the training epoch
+    assert sent == []
+    logger.log_metrics({"train/loss": 3.0}, step=9)
+    assert sent == [(9, {"val/loss": 2.0, "train/loss": 3.0})]
+    logger.log_metrics({"val/loss": 1.5}, step=19)  # a fit stopped after validation (NaN)
+    logger.finalize("failed")
+    logger.log_metrics({"test/loss": 1.0}, step=20)
+    logger.finalize("success")
+    assert sent[1:] == [(19, {"val/loss": 1.5}), (20, {"test/loss": 1.0})]

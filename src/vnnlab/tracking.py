@@ -311,13 +311,15 @@ def tracked_run(
     tags: Mapping[str, str],
     known_experiment_id: str | None = None,
     resume_run_id: str | None = None,
+    system_metrics_every_s: float | None = None,
 ) -> Iterator[TrackedRun]:
     """Create a run, or reopen `resume_run_id`, and always end it: FINISHED, KILLED (Ctrl-C,
     SIGTERM) or FAILED.
 
     SIGTERM (from `kill`, SLURM, a sweep launcher) is turned into KeyboardInterrupt for the
     duration of the run so that it ends KILLED instead of being left RUNNING. A new run goes to
-    the experiment named `experiment` (created if new), or to `known_experiment_id`.
+    the experiment named `experiment` (created if new), or to `known_experiment_id`. With
+    `system_metrics_every_s`, MLflow's monitor samples CPU, memory, disk and network meanwhile.
     """
     client = open_store(tracking_uri)
     if resume_run_id is None:
@@ -328,6 +330,7 @@ def tracked_run(
     tracked = TrackedRun(client, run.info.run_id, tracking_uri, run.info.experiment_id)
     in_main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, raise_interrupt) if in_main_thread else None
+    monitor = _system_metrics(tracked, system_metrics_every_s, resumed=resume_run_id is not None)
     status = RunStatus.FAILED
     try:
         yield tracked
@@ -344,9 +347,23 @@ def tracked_run(
     finally:
         if in_main_thread:
             signal.signal(signal.SIGTERM, previous)
+        if monitor is not None:
+            monitor.finish()  # its last samples, before the run ends
         status_text = RunStatus.to_string(status)
         tracked.send(f"status {status_text}", client.set_terminated, tracked.run_id, status_text)
         tracked.flush()
+
+
+def _system_metrics(run: TrackedRun, every_s: float | None, resumed: bool) -> Any:
+    """MLflow's system-metrics monitor on `run`, started (a thread), or None."""
+    if every_s is None:
+        return None
+    from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+    monitor = SystemMetricsMonitor(run.run_id, sampling_interval=every_s, resume_logging=resumed,
+                                   tracking_uri=run.tracking_uri)  # fmt: skip
+    monitor.start()
+    return monitor
 
 
 def _reopen(client: MlflowClient, run_id: str, tags: Mapping[str, str]) -> Run:

@@ -82,7 +82,13 @@ def _train(
         run_tags = resume.owner_tags(folder) | ({} if prior else tags)
         resume_run_id = prior.run_id if prior else None
         with tracking.tracked_run(
-            uri, cfg.tracking.experiment, run_name, run_tags, experiment_id, resume_run_id
+            uri,
+            cfg.tracking.experiment,
+            run_name,
+            run_tags,
+            experiment_id,
+            resume_run_id,
+            cfg.tracking.get("system_metrics_every_s"),
         ) as run:
             try:
                 _record_config(run, cfg, prior)

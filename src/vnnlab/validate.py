@@ -7,6 +7,7 @@ signature, and a few ranges vnnlab adds to Trainer arguments. Values that are wr
 are checked by the class itself (`check_args`).
 """
 
+import importlib.util
 import inspect
 import types
 import typing
@@ -19,7 +20,7 @@ from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
 from vnnlab.errors import bad_value
-from vnnlab.schema import NonNegative, NonNegativeInt, PositiveInt, Range
+from vnnlab.schema import NonNegative, NonNegativeInt, Positive, PositiveInt, Range
 
 # Arguments train() passes from the data (DataInfo.model_dims) rather than from the config.
 DATA_DERIVED = frozenset({"in_features", "out_features", "n_train"})
@@ -40,16 +41,25 @@ TRAINER_RANGES: dict[str, Any] = {
         for stage in ("train", "val", "test", "predict")
     },
 }
-TOP_LEVEL = {"seed": NonNegativeInt, "checkpoint.every_n_epochs": PositiveInt, "resume": str | None}
+TOP_LEVEL = {"seed": NonNegativeInt, "checkpoint.every_n_epochs": PositiveInt, "resume": str | None,
+             "tracking.system_metrics_every_s": Positive | None}  # fmt: skip
 
 
 def validate(cfg: DictConfig) -> None:
     """Raise BadInputError for the first value that is not allowed."""
     for key, annotation in TOP_LEVEL.items():
         check_value(key, OmegaConf.select(cfg, key), annotation)
+    check_system_metrics(OmegaConf.select(cfg, "tracking.system_metrics_every_s"))
     for group in ("model", "data"):
         check_group(group, cfg[group])
     check_trainer(cfg.trainer)
+
+
+def check_system_metrics(every_s: float | None) -> None:
+    """MLflow samples system metrics with psutil, an optional dependency."""
+    if every_s is not None and importlib.util.find_spec("psutil") is None:
+        allowed = 'null, as psutil is not installed (pip install "vnnlab[system]")'
+        raise bad_value("tracking.system_metrics_every_s", every_s, allowed)
 
 
 def check_group(group: str, node: DictConfig) -> None:

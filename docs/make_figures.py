@@ -1,0 +1,114 @@
+"""The README's and the tutorial's figures, regenerated from real runs by one command:
+
+    python docs/make_figures.py --root ../shared/data        # about 5 minutes on 2 cores
+
+Each figure is the artifact its run logged (the runs go to a temporary store), copied into
+docs/figures/: the BNN's predictive band over a gap in the training inputs, the reliability
+diagrams of an MLP and a BNN on MNIST side by side, a 2-D VAE latent space of MNIST, and a
+sweep's comparison figure (test NLL against σ², one line per M)."""
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import matplotlib.image
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from mlflow.tracking import MlflowClient
+
+FIGURES = Path(__file__).parent / "figures"
+QUIET = ["trainer.enable_progress_bar=false"]
+SWEEP = ["model.sigma2=0.001,0.01,0.1", "model.mc_samples=1,8", "trainer.max_epochs=60"]
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--root", default=os.environ.get("VNNLAB_DATA_ROOT", "data"),
+                        help="MNIST in torchvision's layout (<root>/MNIST/raw)")  # fmt: skip
+    parser.add_argument("--mnist-epochs", type=int, default=5)
+    return parser.parse_args()
+
+
+def vnnlab_train(folder: Path, *overrides: str) -> str:
+    """One run of the real command in `folder` (its own ./mlflow.db); returns the run id."""
+    from vnnlab.api import run  # after argparse: --help stays instant
+
+    previous = Path.cwd()
+    os.chdir(folder)
+    try:
+        return run([*overrides, *QUIET]).run_id
+    finally:
+        os.chdir(previous)
+
+
+def artifact(folder: Path, run_id: str, path: str) -> Path:
+    client = MlflowClient(f"sqlite:///{folder / 'mlflow.db'}")
+    return Path(client.download_artifacts(run_id, path, str(folder)))
+
+
+def side_by_side(images: dict[str, Path], target: Path) -> None:
+    """The PNGs next to each other, each titled, as one small PNG."""
+    figure = Figure(figsize=(4.2 * len(images), 4))
+    FigureCanvasAgg(figure)
+    for ax, (title, path) in zip(figure.subplots(1, len(images)), images.items(), strict=True):
+        ax.imshow(matplotlib.image.imread(path))
+        ax.set_title(title)
+        ax.axis("off")
+    figure.tight_layout()
+    figure.savefig(target, dpi=100)
+
+
+def regression_gap(folder: Path) -> None:
+    run_id = vnnlab_train(folder, "+experiment=gap_uncertainty")
+    shutil.copy(artifact(folder, run_id, "figures/fit.png"), FIGURES / "regression_gap.png")
+
+
+def reliability(folder: Path, root: str, epochs: int) -> None:
+    mnist = ["data=mnist", f"data.root={root}", f"trainer.max_epochs={epochs}"]
+    images = {}
+    for model in ("mlp_classifier", "bnn_classifier"):
+        run_id = vnnlab_train(folder, f"model={model}", *mnist)
+        downloaded = artifact(folder, run_id, "figures/reliability.png")
+        images[model] = downloaded.rename(folder / f"{model}.png")  # the next run's has its name
+    side_by_side(images, FIGURES / "reliability_mlp_bnn.png")
+
+
+def vae_latent(folder: Path, root: str, epochs: int) -> None:
+    vae = ["model=vae", "model.likelihood=bernoulli", "model.latent_dim=2"]
+    run_id = vnnlab_train(folder, *vae, "data=mnist", f"data.root={root}",
+                          f"trainer.max_epochs={epochs}")  # fmt: skip
+    shutil.copy(artifact(folder, run_id, "figures/latent.png"), FIGURES / "vae_latent.png")
+
+
+def sweep_comparison(folder: Path) -> None:
+    environment = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    command = [sys.executable, "-m", "vnnlab.cli", "-m", *SWEEP, *QUIET]
+    subprocess.run(command, cwd=folder, check=True, env=environment, capture_output=True)
+    compare = [sys.executable, "-m", "vnnlab.compare", "--metric", "test/nll", "--x",
+               "model.sigma2", "--group", "model.mc_samples", "--out", str(folder)]  # fmt: skip
+    subprocess.run(compare, cwd=folder, check=True, env=environment, capture_output=True)
+    shutil.copy(folder / "comparison.png", FIGURES / "sweep_comparison.png")
+
+
+def main() -> None:
+    args = parse_args()
+    root = str(Path(args.root).resolve())
+    FIGURES.mkdir(exist_ok=True)
+    steps = {
+        "regression_gap.png": regression_gap,
+        "reliability_mlp_bnn.png": lambda f: reliability(f, root, args.mnist_epochs),
+        "vae_latent.png": lambda f: vae_latent(f, root, args.mnist_epochs),
+        "sweep_comparison.png": sweep_comparison,
+    }
+    for name, make in steps.items():
+        with tempfile.TemporaryDirectory(prefix="vnnlab-figures-") as folder:
+            make(Path(folder))
+        print(f"wrote {FIGURES / name}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
