@@ -27,3 +27,19 @@ def test_run_returns_what_it_logged_and_load_model_gives_the_trained_model(tmp_p
     x = torch.linspace(-3, 3, 50).unsqueeze(1)
     with torch.no_grad():
         assert torch.equal(reloaded.predict(x)[0], result.model.cpu().predict(x)[0])
+
+
+def test_each_run_goes_to_the_store_of_the_directory_it_starts_in(tmp_path, monkeypatch):
+    """A notebook that changes directory between runs: nothing of the first run (its store's
+    address in the process environment) sends the second one to the first store."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    quick = [*QUICK, "model=mlp_regressor", "data.n_train=64", "data.n_test=32"]
+    stores = []
+    for name in ("first", "second"):
+        (tmp_path / name).mkdir()
+        monkeypatch.chdir(tmp_path / name)
+        result = run(quick)
+        stores.append(result.tracking_uri)
+        client = MlflowClient(f"sqlite:///{tmp_path / name / 'mlflow.db'}")
+        assert client.get_run(result.run_id).info.status == "FINISHED"
+    assert stores == [f"sqlite:///{tmp_path / n / 'mlflow.db'}" for n in ("first", "second")]

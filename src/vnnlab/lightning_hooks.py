@@ -41,6 +41,16 @@ class RunLogger(MLFlowLogger):
         self._waiting: dict[str, float] = {}
         self._waiting_step: int | None = None
 
+    @property
+    def experiment(self) -> Any:
+        """The client on the run, as Lightning's, without its `mlflow.set_tracking_uri`: that
+        sets $MLFLOW_TRACKING_URI for the whole process, so the next run in a notebook would
+        go to this run's store (vnnlab reads the variable) even from another directory."""
+        if not self._initialized:
+            self._experiment_id = self._mlflow_client.get_run(self._run_id).info.experiment_id
+            self._initialized = True
+        return self._mlflow_client
+
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
         new = {
             key: float(value)
