@@ -17,8 +17,6 @@ import sys
 import time
 from pathlib import Path
 
-import torch
-
 # `python benchmarks/suite.py` puts benchmarks/ on the path: the comparisons import as a package
 from comparisons import data_path, framework, monte_carlo, startup
 from comparisons.common import Row, Scale, machine, matmul_flops_per_second
@@ -94,5 +92,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    torch.set_num_threads(torch.get_num_threads())  # the default: every core
     main()

@@ -47,9 +47,9 @@ def test_quick_suite_runs_every_comparison_and_writes_its_table(tmp_path: Path):
         assert row["met"] in (True, False, None)
     assert report["machine"]["cores"] >= 1 and report["matmul_flops_per_second"] > 0
 
-    [hardware] = [r for name, r in rows.items() if name.startswith("framework overhead")]
+    [framework] = [r for name, r in rows.items() if name.startswith("framework overhead")]
     limit_seconds = vae_training_flops_per_example() * 8 * 128 / report["matmul_flops_per_second"]
-    assert hardware["details"]["limit_seconds"] == pytest.approx(limit_seconds)  # 8 batches
+    assert framework["details"]["limit_seconds"] == pytest.approx(limit_seconds)  # 8 batches
 
     table = (out / "suite-quick.md").read_text()
     assert "torch threads" in table and "GFLOP/s" in table

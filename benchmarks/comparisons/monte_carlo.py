@@ -4,11 +4,9 @@ weights (Blundell et al.) and local reparameterisation. vnnlab draws all M sampl
 batched pass; a Python loop over M single-sample passes (as common BNN libraries do) is
 measured beside it for reference (not with --quick)."""
 
-import time
-
 import torch
 
-from comparisons.common import Row, Scale
+from comparisons.common import Row, Scale, median_seconds
 from vnnlab.models.bnn import BNNClassifier
 
 SAMPLES = (1, 10, 50)
@@ -17,7 +15,7 @@ CEILINGS = {"weights": {10: 3.0, 50: 18.0}, "local_reparam": {10: 2.5, 50: 8.0}}
 
 
 def step_seconds(estimator: str, mc_samples: int, python_loop: bool, steps: int) -> float:
-    """Median seconds of one training step, over `steps` steps after two warm-up steps."""
+    """Median seconds of one training step, over `steps` steps after a warm-up step."""
     torch.manual_seed(0)
     samples_per_pass = 1 if python_loop else mc_samples
     model = BNNClassifier(784, 10, n_train=55_000, hidden=[400, 400], estimator=estimator,
@@ -32,13 +30,8 @@ def step_seconds(estimator: str, mc_samples: int, python_loop: bool, steps: int)
         loss.backward()
         optimizer.step()
 
-    step(), step()
-    each = []
-    for _ in range(steps):
-        start = time.perf_counter()
-        step()
-        each.append(time.perf_counter() - start)
-    return sorted(each)[len(each) // 2]
+    seconds, _ = median_seconds(step, steps)
+    return seconds
 
 
 def compare(scale: Scale) -> list[Row]:
