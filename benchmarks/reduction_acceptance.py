@@ -31,7 +31,7 @@ from matplotlib.figure import Figure
 from mlflow.tracking import MlflowClient
 
 from vnnlab.cli import CONFIG_DIR
-from vnnlab.plots import metric_against_parameter
+from vnnlab.compare import metric_against_parameter
 from vnnlab.train import TrainResult, train
 
 QUIET = ["trainer.enable_progress_bar=false", "trainer.enable_model_summary=false"]
@@ -210,7 +210,7 @@ def sigma2(args: argparse.Namespace, store: str) -> dict:
 
 
 def draw_sigma2_figure(rows: list[dict], epochs: int, path: Path) -> None:
-    """Two panels side by side, each vnnlab.plots.metric_against_parameter, in one PNG."""
+    """Two panels side by side, each vnnlab.compare.metric_against_parameter, in one PNG."""
     panels = []
     for metric, title in (("test/kl", "KL(q(z|x) ‖ p(z)), nats per image"),
                           ("test/recon_mse", "reconstruction MSE per pixel")):  # fmt: skip

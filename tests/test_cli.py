@@ -1,6 +1,8 @@
 """The real command line in a subprocess, into a temporary SQLite MLflow store."""
 
 import signal
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -105,6 +107,18 @@ def test_a_multirun_lists_every_failed_job_and_exits_1(cli):
     runs = [r for r in cli.runs() if r.data.tags["vnnlab.sweep.role"] == "child"]
     statuses = sorted((r.data.params["model.lr"], r.info.status) for r in runs)
     assert statuses == [("0.003", "FINISHED"), ("1e+30", "FAILED"), ("1e+31", "FAILED")]
+
+
+def test_the_command_line_and_a_sweeps_parent_load_no_torch():
+    """--help, a bad override and a parallel sweep's parent (its store, parent run, table and
+    figure) answer without torch and Lightning: seconds of imports only a job needs."""
+    code = (
+        "import sys; from vnnlab import cli, compare, sweep; "
+        "print(sorted({'torch', 'pytorch_lightning'} & set(sys.modules)))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "[]"
 
 
 def test_help_lists_the_models_data_sets_and_examples(cli):

@@ -5,7 +5,7 @@ import io
 import torch
 from matplotlib.colors import to_rgba
 
-from vnnlab import plots
+from vnnlab import compare, plots
 
 
 def rendered(figure):
@@ -72,7 +72,7 @@ def test_metric_against_parameter_one_line_per_group():
         for m in (2, 8)
     ]
     table.append({"model.sigma2": 0.5, "model.latent_dim": 2})  # a run without the metric
-    figure = plots.metric_against_parameter(table, "model.sigma2", "test/kl", "model.latent_dim")
+    figure = compare.metric_against_parameter(table, "model.sigma2", "test/kl", "model.latent_dim")
     ax = rendered(figure).axes[0]
     legend = [text.get_text() for text in ax.get_legend().get_texts()]
     assert legend == ["model.latent_dim=2", "model.latent_dim=8"]
@@ -80,6 +80,6 @@ def test_metric_against_parameter_one_line_per_group():
     assert list(ax.lines[1].get_ydata()) == [800.0, 80.0, 8.0]
     assert ax.get_xscale() == "log" and ax.lines[0].get_marker() == "o"
     narrow = [{"lr": lr, "loss": lr} for lr in (1.0, 5.0, 10.0)]
-    single = plots.metric_against_parameter(narrow, "lr", "loss", None).axes[0]
+    single = compare.metric_against_parameter(narrow, "lr", "loss", None).axes[0]
     assert single.get_xscale() == "linear" and len(single.lines) == 1
     assert single.get_legend() is None

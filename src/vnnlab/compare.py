@@ -22,7 +22,7 @@ from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from vnnlab import plots, tracking
+from vnnlab import tracking
 from vnnlab.errors import BadInputError
 
 ROLE_TAG = "vnnlab.sweep.role"
@@ -292,7 +292,37 @@ def comparison_figure(
     plotted = [row for row in rows if _plottable_x(row.get(x)) and _is_number(row.get(metric))]
     if not plotted:
         raise BadInputError(f"nothing to plot: no run has both {x!r} and a number for {metric!r}")
-    return plots.metric_against_parameter(plotted, x=x, y=metric, group=group)
+    return metric_against_parameter(plotted, x=x, y=metric, group=group)
+
+
+def metric_against_parameter(table: list[dict], x: str, y: str, group: str | None) -> Figure:
+    """y against x over a sweep's runs (rows with both keys), one line per value of `group`.
+    Text x (a model's name) is a categorical axis; numeric x is logarithmic when every x > 0
+    and they span more than a factor of 20."""
+    rows = [row for row in table if row.get(x) is not None and row.get(y) is not None]
+    lines: dict[object, list[tuple[float, float]]] = {}
+    for row in rows:
+        lines.setdefault(row.get(group) if group else None, []).append((row[x], row[y]))
+    figure = Figure(figsize=(6, 4), layout="constrained")
+    ax = figure.subplots()
+    for key in sorted(lines, key=_numbers_first):
+        xs, ys = zip(*sorted(lines[key], key=lambda point: _numbers_first(point[0])), strict=True)
+        ax.plot(xs, ys, marker="o", label=None if group is None else f"{group}={key}")
+    xs = [row[x] for row in rows]
+    numeric = all(isinstance(value, int | float) for value in xs)
+    if xs and numeric and min(xs) > 0 and max(xs) / min(xs) > 20:
+        ax.set_xscale("log")
+    ax.set_xlabel(x)
+    ax.set_ylabel(y)
+    if group is not None and lines:
+        ax.legend(fontsize="small")
+    return figure
+
+
+def _numbers_first(value: object) -> tuple:
+    """Sort key: numbers by value (2 before 16, not as text), then text alphabetically."""
+    is_number = isinstance(value, int | float) and not isinstance(value, bool)
+    return (0, value, "") if is_number else (1, 0, str(value))
 
 
 # --- a sweep's report -----------------------------------------------------------------------

@@ -1,4 +1,6 @@
-"""Every figure vnnlab logs: pure functions of tensors that return a matplotlib Figure.
+"""Every figure of one run's model vnnlab logs: pure functions of tensors that return a
+matplotlib Figure. (A sweep's figure, a metric against a swept parameter, is drawn from a table
+of runs in compare.py, which a sweep's parent process loads without torch.)
 
 Figures are built with `Figure()` rather than pyplot, so no GUI backend or global state is
 involved: safe on headless servers and in parallel jobs.
@@ -213,33 +215,3 @@ def _traversal_curves(decoded: Tensor, values: Tensor) -> Figure:
     figure.legend(handles, labels, title="value", loc="outside upper center", ncol=min(n_values, 9))
     axes[-1].set_xlabel("output coordinate")
     return figure
-
-
-def metric_against_parameter(table: list[dict], x: str, y: str, group: str | None) -> Figure:
-    """y against x over a sweep's runs (rows with both keys), one line per value of `group`.
-    Text x (a model's name) is a categorical axis; numeric x is logarithmic when every x > 0
-    and they span more than a factor of 20."""
-    rows = [row for row in table if row.get(x) is not None and row.get(y) is not None]
-    lines: dict[object, list[tuple[float, float]]] = {}
-    for row in rows:
-        lines.setdefault(row.get(group) if group else None, []).append((row[x], row[y]))
-    figure = Figure(figsize=(6, 4), layout="constrained")
-    ax = figure.subplots()
-    for key in sorted(lines, key=_numbers_first):
-        xs, ys = zip(*sorted(lines[key], key=lambda point: _numbers_first(point[0])), strict=True)
-        ax.plot(xs, ys, marker="o", label=None if group is None else f"{group}={key}")
-    xs = [row[x] for row in rows]
-    numeric = all(isinstance(value, int | float) for value in xs)
-    if xs and numeric and min(xs) > 0 and max(xs) / min(xs) > 20:
-        ax.set_xscale("log")
-    ax.set_xlabel(x)
-    ax.set_ylabel(y)
-    if group is not None and lines:
-        ax.legend(fontsize="small")
-    return figure
-
-
-def _numbers_first(value: object) -> tuple:
-    """Sort key: numbers by value (2 before 16, not as text), then text alphabetically."""
-    is_number = isinstance(value, int | float) and not isinstance(value, bool)
-    return (0, value, "") if is_number else (1, 0, str(value))
