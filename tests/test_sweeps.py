@@ -92,3 +92,34 @@ def test_a_parallel_sweep_through_a_tracking_server(cli, mlflow_server):
         assert len(history["metrics"]) == 2  # one value per epoch, none lost
         listed = rest(mlflow_server, f"artifacts/list?run_id={run_id}")
         assert {"config.yaml", "checkpoints", "figures"} <= {f["path"] for f in listed["files"]}
+
+
+def test_joblib_workers_import_the_job_code_while_the_parent_sets_up():
+    """sweep._workers_importing starts joblib's reusable workers with the launcher's arguments;
+    the launcher's own call (made as Hydra's joblib launcher makes it) finds them with vnnlab.train
+    already imported, instead of spawning fresh ones."""
+    from hydra import compose, initialize_config_dir
+    from hydra_plugins.hydra_joblib_launcher._core import process_joblib_cfg
+    from joblib import Parallel, delayed
+    from joblib.externals.loky import get_reusable_executor
+    from omegaconf import OmegaConf
+
+    from vnnlab import sweep
+    from vnnlab.cli import CONFIG_DIR
+
+    overrides = ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]
+    with initialize_config_dir(CONFIG_DIR, version_base="1.3"):
+        launcher = compose("config", overrides, return_hydra_config=True).hydra.launcher
+    with sweep._workers_importing(launcher):
+        pass  # the parent's store and parent run are made here
+    args = OmegaConf.to_container(launcher)
+    args.pop("_target_")
+    args["backend"] = "loky"
+    process_joblib_cfg(args)
+    try:
+        loaded = Parallel(**args)(
+            delayed(lambda: "vnnlab.train" in __import__("sys").modules)() for _ in range(4)
+        )
+        assert loaded == [True] * 4
+    finally:
+        get_reusable_executor(reuse=True).shutdown(kill_workers=True)

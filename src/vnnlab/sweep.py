@@ -14,6 +14,9 @@ import json
 import os
 import signal
 import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -148,6 +151,10 @@ def end_open_parents(status: str = "KILLED") -> None:
 
 class SweepCallback(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        with _workers_importing(config.hydra.launcher):
+            self._create_parent(config)
+
+    def _create_parent(self, config: DictConfig) -> None:
         # The store and its experiment are created here, before parallel jobs start: jobs
         # migrating a fresh SQLite store at once corrupt it (DESIGN.md, measured traps).
         uri = tracking.resolve_tracking_uri(config.tracking.uri, Path.cwd())
@@ -180,6 +187,50 @@ class SweepCallback(Callback):
         status = RunStatus.FAILED if failed else RunStatus.FINISHED
         client.set_terminated(sweep.parent_run_id, RunStatus.to_string(status))
         _open_parents.remove((sweep.tracking_uri, sweep.parent_run_id))
+
+
+# --- joblib's workers -----------------------------------------------------------------------
+
+JOBLIB_LAUNCHER = "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher"
+
+
+@contextmanager
+def _workers_importing(launcher: DictConfig) -> Iterator[None]:
+    """With Hydra's joblib launcher, start its worker processes and have each import what a job
+    needs (torch, Lightning, MLflow: 7-10 s) while the body runs here. They are joblib's reusable
+    executor, which the launcher's own Parallel call, made with the same arguments, finds ready."""
+    if launcher.get("_target_") != JOBLIB_LAUNCHER or launcher.get("n_jobs") == 1:
+        yield
+        return
+    thread = threading.Thread(target=_start_workers, args=(launcher,), daemon=True)
+    thread.start()
+    yield
+    thread.join()  # not on an exception: the sweep stops without waiting for the imports
+
+
+def _start_workers(launcher: DictConfig) -> None:
+    from hydra_plugins.hydra_joblib_launcher._core import process_joblib_cfg
+    from joblib import Parallel, delayed, effective_n_jobs
+
+    # the launcher's arguments, processed as the launcher does, so that its call reuses them
+    args = OmegaConf.to_container(launcher, resolve=True)
+    args.pop("_target_")
+    args["backend"] = "loky"
+    process_joblib_cfg(args)
+    try:
+        workers = effective_n_jobs(args["n_jobs"])
+        Parallel(**args)(delayed(import_job_code)() for _ in range(workers))
+    except Exception as error:  # only time is lost: each job imports what it needs anyway
+        print(f"vnnlab: workers not started early ({type(error).__name__}: {error})",
+              file=sys.stderr)  # fmt: skip
+
+
+def import_job_code() -> None:
+    """What a job imports before its first step: vnnlab.train brings torch, Lightning and
+    MLflow; the SQL store's code is loaded when a job opens the default SQLite store."""
+    import mlflow.store.tracking.sqlalchemy_store  # noqa: F401
+
+    import vnnlab.train  # noqa: F401
 
 
 def _report(sweep: Sweep) -> None:
