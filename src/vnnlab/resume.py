@@ -39,14 +39,33 @@ CHECKPOINT_DIR_TAG = "vnnlab.checkpoint_dir"
 
 @dataclass(frozen=True)
 class PriorRun:
-    """A run to continue: its id, its config (trainer.max_epochs as asked), the checkpoint to
-    start from (None: from the start) and, per metric, the last step the store holds."""
+    """A run to continue: its id, its config (trainer.max_epochs as asked), the local last.ckpt
+    it was writing (None: gone, or never written) and, per metric, the last step the store
+    holds."""
 
     run_id: str
     experiment_id: str
     cfg: DictConfig
-    checkpoint: Path | None
+    local_checkpoint: Path | None
     logged_through: dict[str, int] = field(default_factory=dict)
+
+    def checkpoint(self, folder: Path) -> Path | None:
+        """The newest checkpoint to start from: the local last.ckpt, else the one logged when
+        the run ended, downloaded into `folder` (the continued run's checkpoint folder, where
+        Lightning then rewrites it: nothing is left behind in a temporary folder), else None:
+        it stopped before its first checkpoint and starts again from the beginning."""
+        if self.local_checkpoint is not None:
+            return self.local_checkpoint
+        client = tracking.open_store(self.cfg.tracking.uri)
+        try:
+            logged = Path(client.download_artifacts(self.run_id, CHECKPOINT_ARTIFACT, str(folder)))
+        except (MlflowException, OSError):
+            return None
+        checkpoint = folder / LAST_CHECKPOINT
+        if logged != checkpoint:  # a store that keeps the artifact's folder: checkpoints/
+            logged.replace(checkpoint)
+            logged.parent.rmdir()
+        return checkpoint
 
 
 def owner_tags(checkpoint_dir: Path) -> dict[str, str]:
@@ -79,7 +98,7 @@ def prior_run(cfg: DictConfig, overrides: list[str], tracking_uri: str) -> Prior
         run_id=run_id,
         experiment_id=run.info.experiment_id,
         cfg=config,
-        checkpoint=_newest_checkpoint(client, run),
+        local_checkpoint=_local_checkpoint(run),
         logged_through=_logged_through(client, run),
     )
 
@@ -146,16 +165,10 @@ def _run_config(client: MlflowClient, run: Run) -> DictConfig:
     return config
 
 
-def _newest_checkpoint(client: MlflowClient, run: Run) -> Path | None:
-    """The local last.ckpt the run was writing, else the one logged at its end, else None."""
+def _local_checkpoint(run: Run) -> Path | None:
+    """The last.ckpt the run was writing, where it said it would (kept after a SIGKILL)."""
     local = Path(run.data.tags.get(CHECKPOINT_DIR_TAG, "/nonexistent")) / LAST_CHECKPOINT
-    if local.is_file():
-        return local
-    scratch = tempfile.mkdtemp(prefix="vnnlab-resume-")  # kept: Lightning reads it later
-    try:
-        return Path(client.download_artifacts(run.info.run_id, CHECKPOINT_ARTIFACT, scratch))
-    except (MlflowException, OSError):
-        return None  # stopped before its first checkpoint: it starts again from the beginning
+    return local if local.is_file() else None
 
 
 def _logged_through(client: MlflowClient, run: Run) -> dict[str, int]:

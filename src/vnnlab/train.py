@@ -93,7 +93,7 @@ def _train(
             try:
                 _record_config(run, cfg, prior)
                 trainer.logger = run.lightning_logger(prior.logged_through if prior else None)
-                checkpoint = prior.checkpoint if prior else None
+                checkpoint = prior.checkpoint(folder) if prior else None
                 trainer.fit(model, datamodule=datamodule, ckpt_path=checkpoint, weights_only=True)
                 _save_final_checkpoint(trainer, folder)
                 metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}

@@ -5,9 +5,11 @@
 All runs share one store, so "no new run" and "nothing left RUNNING" are checked across them.
 """
 
+import shutil
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
@@ -105,6 +107,28 @@ def test_resume_trains_longer_and_refuses_a_run_that_is_still_running(cli, unint
     finally:
         process.send_signal(signal.SIGTERM)
         process.communicate(timeout=120)
+
+
+def test_a_run_whose_checkpoint_folder_is_gone_resumes_from_its_logged_checkpoint(cli, tmp_path):
+    """Its folder deleted (a cleaned disk, another machine): resume downloads the checkpoint the
+    run logged when it ended into the continued run's own folder and trains on from it (epoch 3
+    only), leaving no copy in a temporary folder or beside the new last.ckpt."""
+    known = {r.info.run_id for r in cli.runs()}
+    first = cli.run(*RUN, "trainer.max_epochs=2")
+    assert first.returncode == 0, first.stderr[-3000:]
+    run = the_new_run(cli, known)
+    shutil.rmtree(run.data.tags["vnnlab.checkpoint_dir"])
+
+    env = cli.env | {"TMPDIR": str(tmp_path)}
+    resumed = subprocess.run([*cli.command(f"resume={run.info.run_id}", "trainer.max_epochs=3")],
+                             cwd=cli.workdir, env=env, capture_output=True, text=True)  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "epoch 3/3" in resumed.stderr and "epoch 1/3" not in resumed.stderr
+    # each epoch once, logged at its last step (80 steps of 50 points an epoch)
+    assert steps(cli, run.info.run_id, "train/loss") == [80 * epoch - 1 for epoch in (1, 2, 3)]
+    folder = Path(cli.client().get_run(run.info.run_id).data.tags["vnnlab.checkpoint_dir"])
+    assert sorted(p.name for p in folder.iterdir()) == ["last.ckpt"]
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith("vnnlab-")] == []
 
 
 def test_no_run_is_left_running(cli):
