@@ -209,15 +209,15 @@ def _workers_importing(launcher: DictConfig) -> Iterator[None]:
 
 
 def _start_workers(launcher: DictConfig) -> None:
-    from hydra_plugins.hydra_joblib_launcher._core import process_joblib_cfg
-    from joblib import Parallel, delayed, effective_n_jobs
-
-    # the launcher's arguments, processed as the launcher does, so that its call reuses them
-    args = OmegaConf.to_container(launcher, resolve=True)
-    args.pop("_target_")
-    args["backend"] = "loky"
-    process_joblib_cfg(args)
     try:
+        from hydra_plugins.hydra_joblib_launcher._core import process_joblib_cfg
+        from joblib import Parallel, delayed, effective_n_jobs
+
+        # the launcher's arguments, processed as the launcher does, so that its call reuses them
+        args = OmegaConf.to_container(launcher, resolve=True)
+        args.pop("_target_")
+        args["backend"] = "loky"
+        process_joblib_cfg(args)
         workers = effective_n_jobs(args["n_jobs"])
         Parallel(**args)(delayed(import_job_code)() for _ in range(workers))
     except Exception as error:  # only time is lost: each job imports what it needs anyway
