@@ -110,8 +110,8 @@ def test_a_multirun_lists_every_failed_job_and_exits_1(cli):
 
 
 def test_the_command_line_and_a_sweeps_parent_load_no_torch():
-    """--help, a bad override and a parallel sweep's parent (its store, parent run, table and
-    figure) answer without torch and Lightning: seconds of imports only a job needs."""
+    """What answers --help and a bad override, and what a parallel sweep's parent runs (store,
+    parent run, table, figure), loads neither torch nor Lightning: seconds only a job needs."""
     code = (
         "import sys; from vnnlab import cli, compare, sweep; "
         "print(sorted({'torch', 'pytorch_lightning'} & set(sys.modules)))"

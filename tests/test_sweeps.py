@@ -6,7 +6,15 @@ import signal
 import urllib.request
 from pathlib import Path
 
+from hydra import compose, initialize_config_dir
+from hydra_plugins.hydra_joblib_launcher._core import process_joblib_cfg
+from joblib import Parallel, delayed
+from joblib.externals.loky import get_reusable_executor
+from omegaconf import OmegaConf
+
 from conftest import FAST
+from vnnlab import sweep
+from vnnlab.cli import CONFIG_DIR
 
 TINY = [*FAST, "trainer.max_epochs=1", "data.n_train=100"]
 
@@ -98,15 +106,6 @@ def test_joblib_workers_import_the_job_code_while_the_parent_sets_up():
     """sweep._workers_importing starts joblib's reusable workers with the launcher's arguments;
     the launcher's own call (made as Hydra's joblib launcher makes it) finds them with vnnlab.train
     already imported, instead of spawning fresh ones."""
-    from hydra import compose, initialize_config_dir
-    from hydra_plugins.hydra_joblib_launcher._core import process_joblib_cfg
-    from joblib import Parallel, delayed
-    from joblib.externals.loky import get_reusable_executor
-    from omegaconf import OmegaConf
-
-    from vnnlab import sweep
-    from vnnlab.cli import CONFIG_DIR
-
     overrides = ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]
     with initialize_config_dir(CONFIG_DIR, version_base="1.3"):
         launcher = compose("config", overrides, return_hydra_config=True).hydra.launcher
