@@ -10,7 +10,7 @@ from hydra import compose, initialize_config_dir
 from hydra_plugins.hydra_joblib_launcher._core import process_joblib_cfg
 from joblib import Parallel, delayed
 from joblib.externals.loky import get_reusable_executor
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from conftest import FAST
 from vnnlab import sweep
@@ -109,7 +109,7 @@ def test_joblib_workers_import_the_job_code_while_the_parent_sets_up():
     overrides = ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]
     with initialize_config_dir(CONFIG_DIR, version_base="1.3"):
         launcher = compose("config", overrides, return_hydra_config=True).hydra.launcher
-    with sweep._workers_importing(launcher):
+    with sweep._workers_importing(launcher, jobs=4):
         pass  # the parent's store and parent run are made here
     args = OmegaConf.to_container(launcher)
     args.pop("_target_")
@@ -122,3 +122,24 @@ def test_joblib_workers_import_the_job_code_while_the_parent_sets_up():
         assert loaded == [True] * 4
     finally:
         get_reusable_executor(reuse=True).shutdown(kill_workers=True)
+
+
+def sweep_config(overrides: list[str], **sweeper) -> DictConfig:
+    return OmegaConf.create({"hydra": {"overrides": {"task": overrides}, "sweeper": sweeper}})
+
+
+def test_the_workers_started_early_are_no_more_than_the_jobs_handed_out_at_once():
+    basic = {"_target_": sweep.BASIC_SWEEPER, "max_batch_size": None, "params": None}
+    grid = ["model.lr=0.001,0.01", "model.sigma2=0.01,0.1", "seed=range(3)", "data.n_train=50"]
+    assert sweep._jobs_at_once(sweep_config(grid, **basic)) == 12
+    assert sweep._jobs_at_once(sweep_config(grid, **basic | {"max_batch_size": 5})) == 5
+    from_config = basic | {"params": {"model.mc_samples": "1,10,50"}}
+    assert sweep._jobs_at_once(sweep_config(["model.lr=0.1,1"], **from_config)) == 6
+    assert sweep._jobs_at_once(sweep_config(["data=glob(*)"], **basic)) is None  # uncounted
+    optuna = {"_target_": sweep.OPTUNA_SWEEPER, "n_jobs": 3}
+    assert sweep._jobs_at_once(sweep_config(["model.lr=interval(0.001,0.1)"], **optuna)) == 3
+    with initialize_config_dir(CONFIG_DIR, version_base="1.3"):  # the names are the real ones
+        for choice, target in (("basic", sweep.BASIC_SWEEPER),
+                               ("vnnlab_optuna", sweep.OPTUNA_SWEEPER)):  # fmt: skip
+            composed = compose("config", [f"hydra/sweeper={choice}"], return_hydra_config=True)
+            assert composed.hydra.sweeper._target_ == target

@@ -23,6 +23,7 @@ from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from hydra.utils import get_original_cwd
@@ -151,7 +152,7 @@ def end_open_parents(status: str = "KILLED") -> None:
 
 class SweepCallback(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        with _workers_importing(config.hydra.launcher):
+        with _workers_importing(config.hydra.launcher, _jobs_at_once(config)):
             self._create_parent(config)
 
     def _create_parent(self, config: DictConfig) -> None:
@@ -192,23 +193,26 @@ class SweepCallback(Callback):
 # --- joblib's workers -----------------------------------------------------------------------
 
 JOBLIB_LAUNCHER = "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher"
+BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
+OPTUNA_SWEEPER = "hydra_plugins.vnnlab_optuna_sweeper.optuna_sweeper.OptunaSweeper"
 
 
 @contextmanager
-def _workers_importing(launcher: DictConfig) -> Iterator[None]:
-    """With Hydra's joblib launcher, start its worker processes and have each import what a job
-    needs (torch, Lightning, MLflow: 7-10 s) while the body runs here. They are joblib's reusable
-    executor, which the launcher's own Parallel call, made with the same arguments, finds ready."""
-    if launcher.get("_target_") != JOBLIB_LAUNCHER or launcher.get("n_jobs") == 1:
+def _workers_importing(launcher: DictConfig, jobs: int | None) -> Iterator[None]:
+    """With Hydra's joblib launcher, start the workers the first `jobs` jobs (None: as many as
+    the launcher has) will run on, each importing what a job needs (torch, Lightning, MLflow:
+    7-10 s) while the body runs here. They are joblib's reusable executor, which the launcher's
+    own Parallel call, made with the same arguments, finds ready."""
+    if launcher.get("_target_") != JOBLIB_LAUNCHER or launcher.get("n_jobs") == 1 or jobs == 1:
         yield
         return
-    thread = threading.Thread(target=_start_workers, args=(launcher,), daemon=True)
+    thread = threading.Thread(target=_start_workers, args=(launcher, jobs), daemon=True)
     thread.start()
     yield
     thread.join()  # not on an exception: the sweep stops without waiting for the imports
 
 
-def _start_workers(launcher: DictConfig) -> None:
+def _start_workers(launcher: DictConfig, jobs: int | None) -> None:
     try:
         from hydra_plugins.hydra_joblib_launcher._core import process_joblib_cfg
         from joblib import Parallel, delayed, effective_n_jobs
@@ -218,11 +222,34 @@ def _start_workers(launcher: DictConfig) -> None:
         args.pop("_target_")
         args["backend"] = "loky"
         process_joblib_cfg(args)
+        # not one per core for a 4-job sweep with n_jobs=-1: each import holds ~0.5 GB
         workers = effective_n_jobs(args["n_jobs"])
+        workers = workers if jobs is None else min(workers, jobs)
         Parallel(**args)(delayed(import_job_code)() for _ in range(workers))
     except Exception as error:  # only time is lost: each job imports what it needs anyway
         print(f"vnnlab: workers not started early ({type(error).__name__}: {error})",
               file=sys.stderr)  # fmt: skip
+
+
+def _jobs_at_once(config: DictConfig) -> int | None:
+    """The most jobs the sweeper hands the launcher at once, where it says: the basic sweeper's
+    grid of swept values (or its max_batch_size), vnnlab's Optuna sweeper's n_jobs; None for
+    another sweeper, or a sweep counted only against the config (glob)."""
+    sweeper = config.hydra.sweeper
+    if sweeper.get("_target_") == OPTUNA_SWEEPER:
+        return int(sweeper.n_jobs)
+    if sweeper.get("_target_") != BASIC_SWEEPER:
+        return None
+    params = sweeper.get("params") or {}
+    overrides = [*config.hydra.overrides.task, *(f"{key}={value}" for key, value in params.items())]
+    grid = 1
+    for override in OverridesParser.create().parse_overrides(overrides):
+        if override.is_sweep_override():
+            try:
+                grid *= len(list(override.sweep_string_iterator()))
+            except HydraException:
+                return None
+    return min(grid, sweeper.get("max_batch_size") or grid)
 
 
 def import_job_code() -> None:
