@@ -54,8 +54,8 @@ def load_run(run_id: str, tracking_uri: str | None = None) -> tuple[VNNModule, d
         except (MlflowException, OSError):
             raise bad_value("run_id", run_id, f"a finished vnnlab run in {uri}") from None
         state = torch.load(checkpoint, weights_only=True, map_location="cpu")
-    # what Lightning's load_from_checkpoint does (no vnnlab model has on_load_checkpoint),
-    # without reading the file a second time
+    # what Lightning's load_from_checkpoint does, hook included, without reading the file twice
     model = get_class(config.model._target_)(**state["hyper_parameters"])
+    model.on_load_checkpoint(state)
     model.load_state_dict(state["state_dict"])
     return model.eval(), state
