@@ -111,14 +111,34 @@ def test_a_multirun_lists_every_failed_job_and_exits_1(cli):
 
 def test_the_command_line_and_a_sweeps_parent_load_no_torch():
     """What answers --help and a bad override, and what a parallel sweep's parent runs (store,
-    parent run, table, figure), loads neither torch nor Lightning: seconds only a job needs."""
+    parent run, table, figure), loads neither torch nor Lightning: seconds only a job needs.
+    Nor does the sweep callback load MLflow before the sweep starts: the workers start first."""
     code = (
-        "import sys; from vnnlab import cli, compare, sweep; "
+        "import sys; from vnnlab import cli, sweep; "
+        "print(sorted({'mlflow', 'torch', 'pytorch_lightning'} & set(sys.modules))); "
+        "from vnnlab import compare; "
         "print(sorted({'torch', 'pytorch_lightning'} & set(sys.modules)))"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert result.stdout.strip() == "[]"
+    assert result.stdout.split() == ["[]", "[]"]
+
+
+def test_a_job_loads_its_code_once_without_collecting_and_freezes_it():
+    """load_job_code imports torch, Lightning and MLflow with no garbage collection on the way,
+    freezes the objects they made and leaves the collector on; a second call changes nothing."""
+    code = (
+        "import gc, sys; from vnnlab import cli; "
+        "before = gc.get_stats()[2]['collections']; cli.load_job_code(); "
+        "frozen = gc.get_freeze_count(); cli.load_job_code(); "
+        "print(gc.get_stats()[2]['collections'] - before, frozen, gc.get_freeze_count() - frozen, "
+        "gc.isenabled(), 'vnnlab.train' in sys.modules)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    full_collections, frozen, frozen_again, enabled, loaded = result.stdout.split()
+    assert full_collections == "0" and int(frozen) > 100_000 and frozen_again == "0"
+    assert enabled == "True" and loaded == "True"
 
 
 def test_help_lists_the_models_data_sets_and_examples(cli):

@@ -1,8 +1,10 @@
 """Multiruns for real: `vnnlab-train -m` subprocesses with Hydra's own launchers, into a fresh
 SQLite store or a real `mlflow server` on 127.0.0.1, checked through MLflow's client and REST."""
 
+import gc
 import json
 import signal
+import sys
 import urllib.request
 from pathlib import Path
 
@@ -105,7 +107,7 @@ def test_a_parallel_sweep_through_a_tracking_server(cli, mlflow_server):
 def test_joblib_workers_import_the_job_code_while_the_parent_sets_up():
     """sweep._workers_importing starts joblib's reusable workers with the launcher's arguments;
     the launcher's own call (made as Hydra's joblib launcher makes it) finds them with vnnlab.train
-    already imported, instead of spawning fresh ones."""
+    already imported and frozen (cli.load_job_code), instead of spawning fresh ones."""
     overrides = ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]
     with initialize_config_dir(CONFIG_DIR, version_base="1.3"):
         launcher = compose("config", overrides, return_hydra_config=True).hydra.launcher
@@ -115,10 +117,12 @@ def test_joblib_workers_import_the_job_code_while_the_parent_sets_up():
     args.pop("_target_")
     args["backend"] = "loky"
     process_joblib_cfg(args)
+
+    def job_code_loaded() -> bool:  # pickled by value: runs in each worker
+        return "vnnlab.train" in sys.modules and gc.get_freeze_count() > 100_000
+
     try:
-        loaded = Parallel(**args)(
-            delayed(lambda: "vnnlab.train" in __import__("sys").modules)() for _ in range(4)
-        )
+        loaded = Parallel(**args)(delayed(job_code_loaded)() for _ in range(4))
         assert loaded == [True] * 4
     finally:
         get_reusable_executor(reuse=True).shutdown(kill_workers=True)

@@ -7,6 +7,9 @@ under the parent, and records its outcome in its own output folder. At the end t
 gathers the outcomes, logs the comparison table, ends FINISHED (or FAILED when a job did not
 finish) and the command lists every job that did not finish.
 
+MLflow (2.5 s to import) is imported by the functions that use it, not here: Hydra loads this
+module before the sweep starts, and a parallel sweep's workers should start importing first.
+
 Registered in conf/config.yaml under `hydra.callbacks`.
 """
 
@@ -27,11 +30,7 @@ from hydra.errors import HydraException
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from hydra.utils import get_original_cwd
-from mlflow.entities import RunStatus
-from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
-
-from vnnlab import tracking
 
 OUTCOME_FILE = "vnnlab-outcome.json"
 SWEEP_FILE = "vnnlab-sweep.json"
@@ -145,6 +144,8 @@ def take_failure() -> SweepFailed | None:
 
 def end_open_parents(status: str = "KILLED") -> None:
     """End every parent run this process left open (Ctrl-C or SIGTERM between jobs)."""
+    from mlflow.tracking import MlflowClient
+
     while _open_parents:
         uri, run_id = _open_parents.pop()
         MlflowClient(uri).set_terminated(run_id, status)
@@ -156,6 +157,8 @@ class SweepCallback(Callback):
             self._create_parent(config)
 
     def _create_parent(self, config: DictConfig) -> None:
+        from vnnlab import tracking
+
         # The store and its experiment are created here, before parallel jobs start: jobs
         # migrating a fresh SQLite store at once corrupt it (DESIGN.md, measured traps).
         uri = tracking.resolve_tracking_uri(config.tracking.uri, Path.cwd())
@@ -163,9 +166,9 @@ class SweepCallback(Callback):
         experiment_id = tracking.experiment_id(client, config.tracking.experiment)
         overrides = list(config.hydra.overrides.task)
         swept = _swept_keys(overrides, config)
-        parent = client.create_run(
-            experiment_id, run_name=_parent_name(overrides, swept), tags=_parent_tags(config, swept)
-        )
+        name = _parent_name(overrides, swept)
+        tags = _parent_tags(config, swept) | tracking.git_tags(Path(__file__).parent)
+        parent = client.create_run(experiment_id, run_name=name, tags=tags)
         _open_parents.append((uri, parent.info.run_id))
         sweep = Sweep(parent.info.run_id, uri, experiment_id, swept)
         folder = _sweep_dir(config.hydra.sweep.dir, Path.cwd())
@@ -175,6 +178,10 @@ class SweepCallback(Callback):
         signal.signal(signal.SIGTERM, tracking.raise_interrupt)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        from mlflow.tracking import MlflowClient
+
+        from vnnlab import tracking
+
         folder = _sweep_dir(config.hydra.sweep.dir, Path.cwd())
         sweep = Sweep(**json.loads((folder / SWEEP_FILE).read_text()))
         outcomes = collect(folder)
@@ -185,8 +192,7 @@ class SweepCallback(Callback):
             _failed_sweeps.append(SweepFailed(failed, len(outcomes)))
             message = f"{len(failed)} of {len(outcomes)} jobs did not finish"
             client.set_tag(sweep.parent_run_id, tracking.FAILURE_TAG, message)
-        status = RunStatus.FAILED if failed else RunStatus.FINISHED
-        client.set_terminated(sweep.parent_run_id, RunStatus.to_string(status))
+        client.set_terminated(sweep.parent_run_id, "FAILED" if failed else "FINISHED")
         _open_parents.remove((sweep.tracking_uri, sweep.parent_run_id))
 
 
@@ -217,6 +223,8 @@ def _start_workers(launcher: DictConfig, jobs: int | None) -> None:
         from hydra_plugins.hydra_joblib_launcher._core import process_joblib_cfg
         from joblib import Parallel, delayed, effective_n_jobs
 
+        from vnnlab.cli import load_job_code
+
         # the launcher's arguments, processed as the launcher does, so that its call reuses them
         args = OmegaConf.to_container(launcher, resolve=True)
         args.pop("_target_")
@@ -225,7 +233,7 @@ def _start_workers(launcher: DictConfig, jobs: int | None) -> None:
         # not one per core for a 4-job sweep with n_jobs=-1: each import holds ~0.5 GB
         workers = effective_n_jobs(args["n_jobs"])
         workers = workers if jobs is None else min(workers, jobs)
-        Parallel(**args)(delayed(import_job_code)() for _ in range(workers))
+        Parallel(**args)(delayed(load_job_code)() for _ in range(workers))
     except Exception as error:  # only time is lost: each job imports what it needs anyway
         print(f"vnnlab: workers not started early ({type(error).__name__}: {error})",
               file=sys.stderr)  # fmt: skip
@@ -250,14 +258,6 @@ def _jobs_at_once(config: DictConfig) -> int | None:
             except HydraException:
                 return None
     return min(grid, sweeper.get("max_batch_size") or grid)
-
-
-def import_job_code() -> None:
-    """What a job imports before its first step: vnnlab.train brings torch, Lightning and
-    MLflow; the SQL store's code is loaded when a job opens the default SQLite store."""
-    import mlflow.store.tracking.sqlalchemy_store  # noqa: F401
-
-    import vnnlab.train  # noqa: F401
 
 
 def _report(sweep: Sweep) -> None:
@@ -286,7 +286,7 @@ def _parent_name(overrides: list[str], swept: list[str]) -> str:
 
 def _parent_tags(config: DictConfig, swept: list[str]) -> dict[str, str]:
     hydra_cfg = config.hydra
-    tags = {
+    return {
         "vnnlab.sweep.role": "parent",
         "vnnlab.sweep.params": ",".join(swept),
         "vnnlab.sweep.overrides": " ".join(hydra_cfg.overrides.task),
@@ -294,7 +294,6 @@ def _parent_tags(config: DictConfig, swept: list[str]) -> dict[str, str]:
         "vnnlab.sweep.sweeper": str(hydra_cfg.sweeper.get("_target_", "")),
         "vnnlab.sweep.dir": str(_sweep_dir(hydra_cfg.sweep.dir, Path.cwd())),
     }
-    return tags | tracking.git_tags(Path(__file__).parent)
 
 
 def _key(override: str) -> str:
