@@ -24,6 +24,8 @@ from pathlib import Path
 from mlflow.tracking import MlflowClient
 
 RESULTS = Path(__file__).parent / "results" / "sweep_acceptance.json"
+# vnnlab-train with this interpreter (`-m vnnlab.train` would import torch before the sweep starts)
+VNNLAB_TRAIN = [sys.executable, "-m", "vnnlab.cli"]
 QUIET = ["trainer.enable_progress_bar=false"]
 LRS = "model.lr=0.001,0.003,0.01,0.03"
 JOBLIB = ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]
@@ -33,7 +35,7 @@ def vnnlab_train(folder: Path, *overrides: str) -> tuple[int, float, str]:
     """Run the command in `folder`; (exit code, wall seconds, stderr)."""
     start = time.perf_counter()
     done = subprocess.run(
-        [sys.executable, "-m", "vnnlab.train", *overrides],
+        [*VNNLAB_TRAIN, *overrides],
         cwd=folder, capture_output=True, text=True, env=environment(),
     )  # fmt: skip
     return done.returncode, time.perf_counter() - start, done.stderr
@@ -101,7 +103,7 @@ def optuna_interrupted_and_resumed(interrupt_after: int) -> dict:
     with tempfile.TemporaryDirectory() as scratch:
         folder = Path(scratch)
         process = subprocess.Popen(
-            [sys.executable, "-m", "vnnlab.train", *search], cwd=folder, env=environment(),
+            [*VNNLAB_TRAIN, *search], cwd=folder, env=environment(),
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
         while len([r for r in children(folder) if r.info.status != "RUNNING"]) < interrupt_after:

@@ -24,7 +24,8 @@ FAST = [*QUICK, "data.n_train=200", "data.n_val=50", "data.n_test=100"]
 
 
 class CLI:
-    """Runs `python -m vnnlab.train` in `workdir`, so the default store is workdir/mlflow.db."""
+    """Runs `python -m vnnlab.cli` (vnnlab-train) in `workdir`, so the default store is
+    workdir/mlflow.db."""
 
     def __init__(self, workdir: Path):
         self.workdir = workdir
@@ -32,7 +33,7 @@ class CLI:
         self.env["OMP_NUM_THREADS"] = "1"  # two test processes must not fight over 2 cores
 
     def command(self, *overrides: str) -> list[str]:
-        return [sys.executable, "-m", "vnnlab.train", *overrides]
+        return [sys.executable, "-m", "vnnlab.cli", *overrides]
 
     def run(self, *overrides: str, timeout: float = 240) -> subprocess.CompletedProcess:
         return subprocess.run(

@@ -1,4 +1,4 @@
-"""`vnnlab-train` (and `python -m vnnlab.train`): the Hydra command line around train().
+"""`vnnlab-train` (and `python -m vnnlab.cli`): the Hydra command line around train().
 
 Only Hydra is imported up front, so that `--help`, `--cfg` and a bad override answer without
 loading torch, Lightning and MLflow; a job imports vnnlab.train when it starts.
@@ -161,5 +161,9 @@ def _exit_if_the_sweep_failed() -> None:
         sys.exit(failure.exit_code)
 
 
-if __name__ == "__main__":
-    main()
+if __name__ == "__main__":  # `python -m vnnlab.cli`
+    # the main of vnnlab.cli, as vnnlab-train calls it, not of this copy named __main__: joblib's
+    # workers then find the job function by its module's name instead of receiving a copy of it
+    from vnnlab.cli import main as vnnlab_train
+
+    vnnlab_train()

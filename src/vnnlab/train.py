@@ -285,7 +285,9 @@ def _describe(model_class: type, datamodule) -> tuple[str, dict[str, str]]:
     return " ".join([f"{model_name}-{data_name}", *overrides]), tags
 
 
-if __name__ == "__main__":  # `python -m vnnlab.train`, the same as `vnnlab-train`
+# `python -m vnnlab.train` runs vnnlab-train too, but only after this module's imports (torch,
+# Lightning, MLflow): a parallel sweep's parent then holds them for nothing. vnnlab.cli does not.
+if __name__ == "__main__":
     from vnnlab.cli import main
 
     main()
