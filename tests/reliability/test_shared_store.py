@@ -25,6 +25,8 @@ def test_four_processes_on_one_fresh_store_all_record_their_runs(cli):
     assert sorted(run.data.params["seed"] for run in runs) == ["0", "1", "2", "3"]
     assert {run.info.status for run in runs} == {"FINISHED"}
     assert {cli.client().get_experiment(run.info.experiment_id).name for run in runs} == {"vnnlab"}
+    # started in the same second, each still has its own output folder for its checkpoint
+    assert len({run.data.tags["vnnlab.checkpoint_dir"] for run in runs}) == 4
     for run in runs:
         assert len(histories(cli, run.info.run_id, "train/loss")) == 2
         assert "test/mse" in run.data.metrics
