@@ -120,7 +120,7 @@ def test_a_run_whose_checkpoint_folder_is_gone_resumes_from_its_logged_checkpoin
     shutil.rmtree(run.data.tags["vnnlab.checkpoint_dir"])
 
     env = cli.env | {"TMPDIR": str(tmp_path)}
-    resumed = subprocess.run([*cli.command(f"resume={run.info.run_id}", "trainer.max_epochs=3")],
+    resumed = subprocess.run(cli.command(f"resume={run.info.run_id}", "trainer.max_epochs=3"),
                              cwd=cli.workdir, env=env, capture_output=True, text=True)  # fmt: skip
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "epoch 3/3" in resumed.stderr and "epoch 1/3" not in resumed.stderr
