@@ -2,11 +2,12 @@
 
 What it gives over hydra-optuna-sweeper 1.3 (which pins optuna < 3, DESIGN.md): a job that fails
 is a FAIL trial and the study goes on; a trial is pruned from its per-epoch validation metric
-(`vnnlab.pruning.TrialPruning`, in the job); and the study lives in an RDB storage (SQLite beside
+(`vnnlab.sweep.pruning.TrialPruning`, in the job); and the study lives in an RDB storage (SQLite beside
 mlflow.db by default), so running the same command again resumes it.
 
-Each job returns a JobOutcome dict (vnnlab.sweep): {"status": FINISHED | FAILED | BAD_INPUT |
-PRUNED, "reason", "run_id", "metrics"}; a FINISHED job's `objective` metric is the trial's value.
+Each job returns a JobOutcome dict (vnnlab.sweep.records): {"status": FINISHED | FAILED |
+BAD_INPUT | PRUNED (vnnlab.tags), "reason", "run_id", "metrics"}; a FINISHED job's `objective`
+metric is the trial's value.
 
 The search space is written in Hydra's override grammar, in `hydra.sweeper.params` or as sweeps
 on the command line (the command line wins on a key both name):
@@ -43,6 +44,8 @@ from hydra.errors import ConfigCompositionException, OverrideParseException
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
+
+from vnnlab import tags
 
 if TYPE_CHECKING:
     import optuna
@@ -261,7 +264,10 @@ class OptunaSweeper(Sweeper):
                 trial_override(
                     storage=storage,
                     study_name=study.study_name,
-                    trial_id=trial._trial_id,  # Optuna's storage key; no public accessor
+                    # Optuna's storage key, which optuna.trial.Trial(study, trial_id) takes in
+                    # the job; no public accessor. tests/test_optuna_sweeper.py checks that a
+                    # Trial rebuilt from it is the same trial (fails if Optuna changes it).
+                    trial_id=trial._trial_id,
                     monitor=self.settings.objective,
                     direction=self.settings.direction,
                     warmup_epochs=self.settings.pruner_warmup_epochs,
@@ -389,9 +395,9 @@ def judge(job: JobReturn, objective: str) -> Verdict:
         return Verdict("FAIL", reason=f"the job returned {outcome!r}, not an outcome")
     status, run_id = outcome.get("status"), outcome.get("run_id") or ""
     reason = outcome.get("reason") or ""
-    if status == "PRUNED":
+    if status == tags.PRUNED:
         return Verdict("PRUNED", reason=reason, run_id=run_id)
-    if status != "FINISHED":
+    if status != tags.FINISHED:
         return Verdict("FAIL", reason=f"{status}: {reason}", run_id=run_id)
     value = (outcome.get("metrics") or {}).get(objective)
     if not isinstance(value, (int, float)) or not math.isfinite(value):

@@ -1,18 +1,16 @@
-"""vnnlab-compare: a sweep's child runs as one table (markdown, CSV) and a figure of a metric
-against a swept parameter, logged to the sweep's parent run.
+"""A sweep's child runs as one table (markdown, CSV) and a figure of a metric against a swept
+parameter, logged to the sweep's parent run: what vnnlab-compare and the end of a multirun show.
 
-A sweep in MLflow (written by sweep.py): a parent run tagged `vnnlab.sweep.role=parent`, whose
+A sweep in MLflow (written by vnnlab.sweep.callback): a parent run tagged `vnnlab.sweep.role=parent`, whose
 tag `vnnlab.sweep.params` lists the swept keys, and one child run per job tagged
 `mlflow.parentRunId=<parent>`, with the resolved config as dotted params and `{stage}/{term}`
 metrics. A row is a dict: `run_id`, `name`, params, metrics, `status`, `duration_s`, `failure`;
 metric keys contain "/", config keys never do.
 """
 
-import argparse
 import csv
 import io
 import math
-import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -22,14 +20,9 @@ from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from vnnlab import tracking
+from vnnlab import tags
 from vnnlab.errors import BadInputError
 
-ROLE_TAG = "vnnlab.sweep.role"
-PARAMS_TAG = "vnnlab.sweep.params"
-PARENT_TAG = "mlflow.parentRunId"
-FAILURE_TAG, STOPPED_TAG = tracking.FAILURE_TAG, tracking.STOPPED_TAG
-GROUP_TAG_PREFIX = "vnnlab."  # vnnlab.model, vnnlab.data: the config group chosen
 SHOWN_BESIDE_TEST = ("val/loss",)  # default metric columns: every test/* metric, then these
 SEARCH_PAGE = 1000
 MAX_CELL = 80  # characters of text in a markdown cell (a failure reason can run to 5000)
@@ -46,7 +39,7 @@ def find_sweep(client: MlflowClient, sweep: str | None, experiment: str | None) 
         return _parent_run(client, sweep)
     latest = client.search_runs(
         _experiment_ids(client, experiment),
-        f"tags.`{ROLE_TAG}` = 'parent'",
+        f"tags.`{tags.SWEEP_ROLE}` = '{tags.PARENT}'",
         order_by=["attributes.start_time DESC"],
         max_results=1,
     )
@@ -63,8 +56,8 @@ def _parent_run(client: MlflowClient, run_id: str) -> Run:
         if error.error_code not in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
             raise  # a store that cannot be read is not the user's typo
         raise BadInputError(f"no run {run_id!r} in {client.tracking_uri}") from None
-    if run.data.tags.get(ROLE_TAG) != "parent":
-        parent = run.data.tags.get(PARENT_TAG)
+    if run.data.tags.get(tags.SWEEP_ROLE) != tags.PARENT:
+        parent = run.data.tags.get(tags.PARENT_RUN)
         hint = f"its sweep is {parent}" if parent else "expected the parent run of a multirun"
         raise BadInputError(f"run {run_id!r} is not a sweep: {hint}")
     return run
@@ -81,7 +74,7 @@ def _experiment_ids(client: MlflowClient, name: str | None) -> list[str]:
 
 def child_runs(client: MlflowClient, parent: Run) -> list[Run]:
     """Every run nested under `parent`, in the order they started."""
-    query = f"tags.`{PARENT_TAG}` = '{parent.info.run_id}'"
+    query = f"tags.`{tags.PARENT_RUN}` = '{parent.info.run_id}'"
     runs: list[Run] = []
     token = None
     while True:
@@ -103,7 +96,7 @@ def swept_parameters(parent: Run, children: Sequence[Run]) -> list[str]:
     choice, recorded by train() as the tag `vnnlab.<group>`, stands for it; without that tag,
     its params that differ between children do, as do all differing params when the parent
     names no key."""
-    declared = [key.strip() for key in parent.data.tags.get(PARAMS_TAG, "").split(",")]
+    declared = [key.strip() for key in parent.data.tags.get(tags.SWEEP_PARAMS, "").split(",")]
     declared = [key for key in declared if key]
     if not declared:
         return _differing_params(children, prefix="")
@@ -117,7 +110,7 @@ def swept_parameters(parent: Run, children: Sequence[Run]) -> list[str]:
 def _param_or_choice(child: Run, key: str) -> str | None:
     """The child's param `key`, else its choice of the config group `key` (tag vnnlab.<key>)."""
     value = child.data.params.get(key)
-    return value if value is not None else child.data.tags.get(f"{GROUP_TAG_PREFIX}{key}")
+    return value if value is not None else child.data.tags.get(f"{tags.GROUP_PREFIX}{key}")
 
 
 def _differing_params(children: Sequence[Run], prefix: str) -> list[str]:
@@ -189,7 +182,7 @@ def _row(child: Run, params: Sequence[str], metrics: Sequence[str]) -> dict[str,
         **{key: data.metrics.get(key) for key in metrics},
         "status": info.status,
         "duration_s": (info.end_time - info.start_time) / 1000 if info.end_time else None,
-        "failure": data.tags.get(FAILURE_TAG) or data.tags.get(STOPPED_TAG, ""),
+        "failure": data.tags.get(tags.FAILURE) or data.tags.get(tags.STOPPED_BY, ""),
     }
 
 
@@ -398,81 +391,3 @@ def figure_axes(
     group = group or next((key for key in swept if key != x), None)
     plottable = any(_plottable_x(row.get(x)) and _is_number(row.get(metric)) for row in rows)
     return (metric, x, group) if plottable or asked else None
-
-
-# --- the console script ---------------------------------------------------------------------
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, like every other bad input
-        print(f"{self.prog}: {message} (see --help)", file=sys.stderr)
-        sys.exit(2)
-
-
-def _parser() -> argparse.ArgumentParser:
-    parser = _Parser(
-        prog="vnnlab-compare",
-        description="A sweep's runs as a table (printed, written to OUT as comparison.csv and "
-        "comparison.md) and a figure of a metric against a swept parameter, all logged to the "
-        "sweep's parent run.",
-    )
-    parser.add_argument("sweep", nargs="?", metavar="SWEEP_RUN_ID",
-                        help="the sweep's parent run id (default: the latest sweep)")  # fmt: skip
-    parser.add_argument("--experiment", metavar="NAME",
-                        help="look for the latest sweep in this experiment only")  # fmt: skip
-    parser.add_argument("--tracking-uri", metavar="URI",
-                        help="MLflow store (default: $MLFLOW_TRACKING_URI, else "
-                        "sqlite:///mlflow.db in this folder)")  # fmt: skip
-    parser.add_argument("--sort", metavar="KEY", help="sort by this metric or param")
-    parser.add_argument("--descending", action="store_true", help="largest first")
-    parser.add_argument("--metric", help="the figure's y (default: --sort, or the first test/)")
-    parser.add_argument("--x", metavar="PARAM", help="the figure's x (default: first swept)")
-    parser.add_argument("--group", metavar="PARAM", help="one line per value of this param")
-    parser.add_argument("--out", type=Path, default=Path("."), metavar="DIR",
-                        help="where comparison.csv and comparison.md go (default: .)")  # fmt: skip
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    args = _parser().parse_args(argv)
-    try:
-        _check_out(args.out)
-        client = MlflowClient(_existing_store(args.tracking_uri))
-        parent = find_sweep(client, args.sweep, args.experiment)
-        rows, logged = log_comparison(
-            client, parent, args.sort, args.descending, args.metric, args.x, args.group
-        )
-    except BadInputError as error:
-        print(f"vnnlab-compare: {error}", file=sys.stderr)
-        sys.exit(2)
-    print(to_markdown(rows))
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / MARKDOWN).write_text(to_markdown(rows) + "\n", encoding="utf-8")
-    to_csv(rows, args.out / CSV)
-    # where things went on stderr, so that stdout is the table alone (`> table.md`)
-    info = parent.info
-    print(f"sweep {info.run_name!r} ({info.run_id}): {len(rows)} runs", file=sys.stderr)
-    print(f"wrote {args.out / CSV} and {args.out / MARKDOWN}", file=sys.stderr)
-    print(f"logged {', '.join(logged)} to {info.artifact_uri}", file=sys.stderr)
-
-
-def _check_out(out: Path) -> None:
-    if out.exists() and not out.is_dir():
-        raise BadInputError(f"--out {out} is a file: expected a folder")
-
-
-def _existing_store(configured: str | None) -> str:
-    """The tracking URI; a SQLite file that does not exist is refused, since MLflow would
-    create an empty store there and then report no sweep."""
-    uri = tracking.resolve_tracking_uri(configured, Path.cwd())
-    prefix = "sqlite:///"
-    path = Path(uri[len(prefix) :])
-    if uri.startswith(prefix) and ":memory:" not in uri and not path.is_file():
-        raise BadInputError(
-            f"no MLflow store at {path}: run vnnlab-train here or pass --tracking-uri"
-        )
-    return uri
-
-
-if __name__ == "__main__":
-    main()

@@ -1,6 +1,4 @@
-"""vnnlab-predict: a run trained on a table (data=tabular), applied to new rows.
-
-    vnnlab-predict run_id=<id> data.path=new.csv [output=predictions.csv] [tracking.uri=...]
+"""A run trained on a table (data=tabular) applied to new rows (vnnlab-predict).
 
 The run's checkpoint (loaded with weights_only=True) brings the model and the training split's
 standardisation of the inputs; the output keeps every input column and adds, per row: for a
@@ -10,7 +8,6 @@ for PCA, autoencoders and the VAE `z1` … `zm` (the latent code) and `recon_mse
 standardised inputs, as the run's recon_mse).
 """
 
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -19,14 +16,13 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from vnnlab import console, tracking
-from vnnlab.api import load_run
 from vnnlab.data.tabular import TabularDataModule, numeric_columns, read_table
-from vnnlab.errors import BadInputError, bad_value
+from vnnlab.errors import bad_value
 from vnnlab.models.base import VNNModule
 from vnnlab.models.tasks import ClassificationModule, RegressionModule
+from vnnlab.run.load import load_run
+from vnnlab.tracking.store import resolve_tracking_uri
 
-KEYS = ("run_id", "data.path", "output", "tracking.uri", "data.delimiter")
 CHUNK = 4096  # rows per forward pass
 Z95 = 1.959964  # the standard normal's 97.5% quantile
 
@@ -35,7 +31,7 @@ def predict(
     run_id: str, path: str, tracking_uri: str | None = None, delimiter: str | None = None
 ) -> pd.DataFrame:
     """The rows of the table at `path` with the run's predictions as added columns."""
-    uri = tracking.resolve_tracking_uri(tracking_uri, Path.cwd())
+    uri = resolve_tracking_uri(tracking_uri, Path.cwd())
     model, scaling = _trained(run_id, uri)
     table = read_table(path, delimiter)
     absent = [column for column in scaling["inputs"] if column not in table.columns]
@@ -89,42 +85,3 @@ def _classification(model: ClassificationModule, x: Tensor, classes: list) -> pd
                                for k, label in enumerate(classes)}  # fmt: skip
     columns["predicted"] = [classes[k] for k in probabilities.argmax(dim=1).tolist()]
     return pd.DataFrame(columns)
-
-
-def _arguments(argv: Sequence[str]) -> dict[str, str]:
-    """key=value pairs, as on vnnlab-train's command line."""
-    arguments = {}
-    for item in argv:
-        key, sep, value = item.partition("=")
-        if not sep or key not in KEYS:
-            raise BadInputError(f"{item!r} is not allowed: expected key=value with key one of "
-                                f"{', '.join(KEYS)}")  # fmt: skip
-        arguments[key] = value
-    for key in ("run_id", "data.path"):
-        if key not in arguments:
-            raise BadInputError(f"{key}= is missing: vnnlab-predict run_id=<id> data.path=new.csv")
-    return arguments
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    args = sys.argv[1:] if argv is None else list(argv)
-    if args in (["--help"], ["-h"]):
-        print(__doc__)
-        return
-    try:
-        arguments = _arguments(args)
-        options = {"tracking_uri": arguments.get("tracking.uri"),
-                   "delimiter": arguments.get("data.delimiter")}  # fmt: skip
-        with console.quiet_dependencies():
-            table = predict(arguments["run_id"], arguments["data.path"], **options)
-    except BadInputError as error:
-        print(f"vnnlab-predict: {error}", file=sys.stderr)
-        sys.exit(2)
-    output = Path(arguments.get("output", "predictions.csv"))
-    table.to_csv(output, index=False)
-    print(f"vnnlab-predict: {len(table)} rows with predictions of run {arguments['run_id']} "
-          f"→ {output}")  # fmt: skip
-
-
-if __name__ == "__main__":
-    main()

@@ -21,8 +21,10 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
-from vnnlab import tracking
+from vnnlab import tags
 from vnnlab.errors import BadInputError, bad_value
+from vnnlab.overrides import override_key
+from vnnlab.tracking.store import open_existing_store, open_store
 
 # Overrides allowed beside resume=: where the run is, and values that replace the run's own:
 # the length of training and how the console shows progress (no number the run computes).
@@ -30,11 +32,8 @@ FINDING_OVERRIDES = ("resume", "tracking.uri")
 REPLACING_OVERRIDES = ("trainer.max_epochs", "trainer.enable_progress_bar",
                        "trainer.enable_model_summary")  # fmt: skip
 ALLOWED_OVERRIDES = FINDING_OVERRIDES + REPLACING_OVERRIDES
-LAST_CHECKPOINT = "last.ckpt"
+LAST_CHECKPOINT = "last.ckpt"  # rewritten every checkpoint.every_n_epochs (vnnlab.run.build)
 CHECKPOINT_ARTIFACT = f"checkpoints/{LAST_CHECKPOINT}"
-# Who is writing a run: a RUNNING run whose process is alive on this host is not taken over.
-HOST_TAG, PID_TAG = "vnnlab.host", "vnnlab.pid"
-CHECKPOINT_DIR_TAG = "vnnlab.checkpoint_dir"
 
 
 @dataclass(frozen=True)
@@ -56,7 +55,7 @@ class PriorRun:
         it stopped before its first checkpoint and starts again from the beginning."""
         if self.local_checkpoint is not None:
             return self.local_checkpoint
-        client = tracking.open_store(self.cfg.tracking.uri)
+        client = open_store(self.cfg.tracking.uri)
         try:
             logged = Path(client.download_artifacts(self.run_id, CHECKPOINT_ARTIFACT, str(folder)))
         except (MlflowException, OSError):
@@ -71,9 +70,9 @@ class PriorRun:
 def owner_tags(checkpoint_dir: Path) -> dict[str, str]:
     """Tags that say which process writes a run and where its checkpoints go."""
     return {
-        HOST_TAG: socket.gethostname(),
-        PID_TAG: str(os.getpid()),
-        CHECKPOINT_DIR_TAG: str(checkpoint_dir),
+        tags.HOST: socket.gethostname(),
+        tags.PID: str(os.getpid()),
+        tags.CHECKPOINT_DIR: str(checkpoint_dir),
     }
 
 
@@ -82,10 +81,7 @@ def prior_run(cfg: DictConfig, overrides: list[str], tracking_uri: str) -> Prior
     not exist, is still running, is a sweep's parent, or other overrides were given."""
     run_id = str(cfg.resume)
     _refuse_other_overrides(overrides, run_id)
-    database = tracking.sqlite_path(tracking_uri)
-    if database is not None and not database.is_file():
-        raise bad_value("resume", run_id, f"the id of a run in {tracking_uri} (no such file)")
-    client = tracking.open_store(tracking_uri)
+    client = open_existing_store(tracking_uri)
     run = _existing_run(client, run_id, tracking_uri)
     _refuse_if_alive(run)
     config = _run_config(client, run)
@@ -105,8 +101,7 @@ def prior_run(cfg: DictConfig, overrides: list[str], tracking_uri: str) -> Prior
 
 def _refuse_other_overrides(overrides: list[str], run_id: str) -> None:
     for override in overrides:
-        key = override.split("=", 1)[0].lstrip("+~")
-        if key not in ALLOWED_OVERRIDES:
+        if override_key(override) not in ALLOWED_OVERRIDES:
             raise BadInputError(
                 f"{override} cannot be combined with resume={run_id}: a resumed run keeps its "
                 f"own config; allowed beside resume=: {', '.join(ALLOWED_OVERRIDES[1:])}"
@@ -114,7 +109,7 @@ def _refuse_other_overrides(overrides: list[str], run_id: str) -> None:
 
 
 def _overridden(key: str, overrides: list[str]) -> bool:
-    return any(override.split("=", 1)[0].lstrip("+") == key for override in overrides)
+    return any(override_key(override) == key for override in overrides)
 
 
 def _existing_run(client: MlflowClient, run_id: str, tracking_uri: str) -> Run:
@@ -124,7 +119,7 @@ def _existing_run(client: MlflowClient, run_id: str, tracking_uri: str) -> Run:
         if error.error_code not in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
             raise
         raise bad_value("resume", run_id, f"the id of a run in {tracking_uri}") from None
-    if run.data.tags.get("vnnlab.sweep.role") == "parent":
+    if run.data.tags.get(tags.SWEEP_ROLE) == tags.PARENT:
         raise bad_value("resume", run_id, "a run, not a sweep's parent (resume its children)")
     return run
 
@@ -132,10 +127,10 @@ def _existing_run(client: MlflowClient, run_id: str, tracking_uri: str) -> Run:
 def _refuse_if_alive(run: Run) -> None:
     """A RUNNING run may be stale (SIGKILL, a lost node) or really running; only a live process
     on this host is known to be the latter."""
-    tags = run.data.tags
-    if run.info.status != "RUNNING" or tags.get(HOST_TAG) != socket.gethostname():
+    run_tags = run.data.tags
+    if run.info.status != "RUNNING" or run_tags.get(tags.HOST) != socket.gethostname():
         return
-    pid = int(tags.get(PID_TAG, "0"))
+    pid = int(run_tags.get(tags.PID, "0"))
     if pid and pid != os.getpid() and _alive(pid):
         raise bad_value(
             "resume", run.info.run_id, f"a run that is not running (process {pid} still writes it)"
@@ -167,7 +162,7 @@ def _run_config(client: MlflowClient, run: Run) -> DictConfig:
 
 def _local_checkpoint(run: Run) -> Path | None:
     """The last.ckpt the run was writing, where it said it would (kept after a SIGKILL)."""
-    local = Path(run.data.tags.get(CHECKPOINT_DIR_TAG, "/nonexistent")) / LAST_CHECKPOINT
+    local = Path(run.data.tags.get(tags.CHECKPOINT_DIR, "/nonexistent")) / LAST_CHECKPOINT
     return local if local.is_file() else None
 
 

@@ -1,0 +1,5 @@
+"""`python -m vnnlab`: vnnlab-train."""
+
+from vnnlab.commands.train import main
+
+main()
