@@ -7,6 +7,7 @@ loading torch, Lightning and MLflow; a job imports them when it starts (import_j
 import gc
 import os
 import sys
+import traceback
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from functools import cache
@@ -71,6 +72,9 @@ def _hydra_main(cfg: DictConfig) -> dict[str, Any] | None:
         _exit(EXIT_BAD_INPUT, str(error))
     except TrackingIncomplete as error:
         _exit(EXIT_FAILED, str(error))
+    except Exception as error:  # the run ended FAILED with this reason; the trace is for a bug
+        traceback.print_exc()
+        _exit(EXIT_FAILED, "the run failed: " + " ".join(f"{type(error).__name__}: {error}".split()))
     print(
         f"\nvnnlab: run {run.run_id} FINISHED\n"
         f"{console.metrics_table(run.metrics)}\n"
