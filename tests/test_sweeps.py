@@ -1,22 +1,18 @@
-"""Multiruns for real: `vnnlab-train -m` subprocesses with Hydra's own launchers, into a fresh
-SQLite store or a real `mlflow server` on 127.0.0.1, checked through MLflow's client and REST."""
+"""Multiruns for real: `vnnlab-train -m` processes with Hydra's launchers that start processes
+(joblib, submitit), into a fresh SQLite store or a real `mlflow server` on 127.0.0.1, checked
+through MLflow's client and REST; and a sweep stopped by SIGTERM. (Sweeps with the basic
+launcher run in-process in test_cli.py.)"""
 
-import gc
 import json
 import signal
-import sys
 import urllib.request
 from pathlib import Path
 
-from hydra import compose, initialize_config_dir
-from hydra_plugins.hydra_joblib_launcher._core import process_joblib_cfg
-from joblib import Parallel, delayed
-from joblib.externals.loky import get_reusable_executor
-from omegaconf import DictConfig, OmegaConf
+import pytest
 
-from conftest import FAST
-from vnnlab import sweep
-from vnnlab.cli import CONFIG_DIR
+from helpers import FAST
+
+pytestmark = pytest.mark.slow
 
 TINY = [*FAST, "trainer.max_epochs=1", "data.n_train=100"]
 
@@ -102,48 +98,3 @@ def test_a_parallel_sweep_through_a_tracking_server(cli, mlflow_server):
         assert len(history["metrics"]) == 2  # one value per epoch, none lost
         listed = rest(mlflow_server, f"artifacts/list?run_id={run_id}")
         assert {"config.yaml", "checkpoints", "figures"} <= {f["path"] for f in listed["files"]}
-
-
-def test_joblib_workers_import_the_job_code_while_the_parent_sets_up():
-    """sweep._workers_importing starts joblib's reusable workers with the launcher's arguments;
-    the launcher's own call (made as Hydra's joblib launcher makes it) finds them with vnnlab.train
-    already imported and frozen (cli.load_job_code), instead of spawning fresh ones."""
-    overrides = ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]
-    with initialize_config_dir(CONFIG_DIR, version_base="1.3"):
-        launcher = compose("config", overrides, return_hydra_config=True).hydra.launcher
-    with sweep._workers_importing(launcher, jobs=4):
-        pass  # the parent's store and parent run are made here
-    args = OmegaConf.to_container(launcher)
-    args.pop("_target_")
-    args["backend"] = "loky"
-    process_joblib_cfg(args)
-
-    def job_code_loaded() -> bool:  # pickled by value: runs in each worker
-        return "vnnlab.train" in sys.modules and gc.get_freeze_count() > 100_000
-
-    try:
-        loaded = Parallel(**args)(delayed(job_code_loaded)() for _ in range(4))
-        assert loaded == [True] * 4
-    finally:
-        get_reusable_executor(reuse=True).shutdown(kill_workers=True)
-
-
-def sweep_config(overrides: list[str], **sweeper) -> DictConfig:
-    return OmegaConf.create({"hydra": {"overrides": {"task": overrides}, "sweeper": sweeper}})
-
-
-def test_the_workers_started_early_are_no_more_than_the_jobs_handed_out_at_once():
-    basic = {"_target_": sweep.BASIC_SWEEPER, "max_batch_size": None, "params": None}
-    grid = ["model.lr=0.001,0.01", "model.sigma2=0.01,0.1", "seed=range(3)", "data.n_train=50"]
-    assert sweep._jobs_at_once(sweep_config(grid, **basic)) == 12
-    assert sweep._jobs_at_once(sweep_config(grid, **basic | {"max_batch_size": 5})) == 5
-    from_config = basic | {"params": {"model.mc_samples": "1,10,50"}}
-    assert sweep._jobs_at_once(sweep_config(["model.lr=0.1,1"], **from_config)) == 6
-    assert sweep._jobs_at_once(sweep_config(["data=glob(*)"], **basic)) is None  # uncounted
-    optuna = {"_target_": sweep.OPTUNA_SWEEPER, "n_jobs": 3}
-    assert sweep._jobs_at_once(sweep_config(["model.lr=interval(0.001,0.1)"], **optuna)) == 3
-    with initialize_config_dir(CONFIG_DIR, version_base="1.3"):  # the names are the real ones
-        for choice, target in (("basic", sweep.BASIC_SWEEPER),
-                               ("vnnlab_optuna", sweep.OPTUNA_SWEEPER)):  # fmt: skip
-            composed = compose("config", [f"hydra/sweeper={choice}"], return_hydra_config=True)
-            assert composed.hydra.sweeper._target_ == target

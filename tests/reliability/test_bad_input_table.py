@@ -1,28 +1,15 @@
-"""Bad input through the real `vnnlab-train`: every case exits 2 with one line naming the key,
-the value and what is allowed, and leaves no run in the store.
-
-The cases run two at a time (each in its own folder and store) in one module fixture, so the
-table costs about half its sequential time; each case is then its own test.
+"""Bad input through `vnnlab-train` (its `main`, in this process): every case exits 2 with one
+line naming the key, the value and what is allowed, and leaves no run in the store (nor a store
+where there was none).
 """
 
-import socket
-import subprocess
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import pytest
-from mlflow.tracking import MlflowClient
 
-from conftest import CLI, QUICK
+from helpers import QUICK, InProcessCommand, free_port
 from idx_files import write_idx_images, write_idx_labels, write_mnist
-
-
-def closed_port() -> int:
-    """A port on 127.0.0.1 that nothing listens on."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def valid_mnist(root: Path) -> Path:
@@ -101,38 +88,27 @@ CASES = [
 
 
 @pytest.fixture(scope="module")
-def outcomes(tmp_path_factory) -> dict[str, tuple[subprocess.CompletedProcess, CLI]]:
+def folders(tmp_path_factory) -> dict[str, Path | int]:
+    """What the cases' "{name}" placeholders stand for: data folders, a closed port."""
     data = tmp_path_factory.mktemp("data")
-    folders = {
+    return {
         "data": data / "empty",
         "corrupt": corrupt_mnist(data / "corrupt"),
         "mislabelled": mislabelled_mnist(data / "mislabelled"),
         "mismatched": mismatched_mnist(data / "mismatched"),
         "valid": valid_mnist(data / "valid"),
-        "port": closed_port(),
+        "port": free_port(),
     }
-
-    def run(case: tuple) -> tuple[subprocess.CompletedProcess, CLI]:
-        name, overrides, _ = case
-        cli = CLI(tmp_path_factory.mktemp(name.replace(" ", "_")))
-        return cli.run(*QUICK, *(o.format(**folders) for o in overrides)), cli
-
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        return dict(zip((case[0] for case in CASES), pool.map(run, CASES), strict=True))
-
-
-def test_the_table_holds_at_least_25_cases():
-    assert len({name for name, *_ in CASES}) == len(CASES) >= 25
 
 
 @pytest.mark.parametrize(("name", "overrides", "expected"), CASES, ids=[c[0] for c in CASES])
-def test_bad_input_exits_2_with_one_line_and_no_run(outcomes, name, overrides, expected):
-    result, cli = outcomes[name]
+def test_bad_input_exits_2_with_one_line_and_no_run(
+    tmp_path, capfd, monkeypatch, folders, name, overrides, expected
+):
+    command = InProcessCommand(tmp_path, capfd, monkeypatch)  # no store yet
+    result = command.run(*QUICK, *(o.format(**folders) for o in overrides))
     assert result.returncode == 2, result.stderr[-2000:]
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, result.stderr[-2000:]
     assert lines[0].startswith("vnnlab: ") and expected in lines[0], lines[0]
-    if cli.store.exists():
-        client = MlflowClient(f"sqlite:///{cli.store}")
-        experiments = [e.experiment_id for e in client.search_experiments()]
-        assert client.search_runs(experiments) == []
+    assert not command.store.exists() or command.runs() == []

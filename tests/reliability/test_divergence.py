@@ -6,14 +6,12 @@ import math
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from mlflow.tracking import MlflowClient
 from pytorch_lightning import Callback
 
-from conftest import QUICK
-from vnnlab.cli import CONFIG_DIR
+from helpers import QUICK, composed
 from vnnlab.models.base import NonFiniteLossError
-from vnnlab.train import train
+from vnnlab.run.train import train
 
 STEPS_PER_EPOCH = 4  # 128 training points in batches of 32
 
@@ -30,13 +28,18 @@ class PoisonAtEpoch(Callback):
                 next(pl_module.parameters()).view(-1)[0] = math.nan
 
 
-def test_a_late_divergence_keeps_the_last_finite_checkpoint(tmp_path):
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    overrides = [*QUICK, "trainer.max_epochs=4", "model=mlp_regressor", "data.n_train=128",
-                 "data.n_val=32", "data.n_test=32", "data.batch_size=32",
-                 f"tracking.uri={uri}"]  # fmt: skip
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose("config", overrides=overrides)
+def test_a_late_divergence_keeps_the_last_finite_checkpoint(tmp_path, store):
+    uri = f"sqlite:///{store}"
+    cfg = composed(
+        *QUICK,
+        "trainer.max_epochs=4",
+        "model=mlp_regressor",
+        "data.n_train=128",
+        "data.n_val=32",
+        "data.n_test=32",
+        "data.batch_size=32",
+        f"tracking.uri={uri}",
+    )
     with pytest.raises(NonFiniteLossError, match=f"at step {2 * STEPS_PER_EPOCH} "):
         train(cfg, callbacks=[PoisonAtEpoch(2)])
 

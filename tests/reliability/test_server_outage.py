@@ -7,7 +7,9 @@ import subprocess
 import pytest
 from mlflow.tracking import MlflowClient
 
-from conftest import CLI, MlflowServer
+from helpers import CLI, MlflowServer
+
+pytestmark = pytest.mark.slow
 
 EPOCHS = 5
 RUN = ["model=mlp_regressor", "data.n_train=2000", "data.n_val=100", "data.n_test=100",

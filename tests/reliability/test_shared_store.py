@@ -4,7 +4,11 @@ or when the database stays locked longer than SQLite waits (MLflow sets busy_tim
 import sqlite3
 import time
 
-from conftest import CLI, FAST
+import pytest
+
+from helpers import CLI, FAST
+
+pytestmark = pytest.mark.slow
 
 QUIET = [*FAST, "trainer.enable_progress_bar=false"]
 # MLflow has SQLite wait 20 s for a lock (PRAGMA busy_timeout), then "database is locked"

@@ -13,7 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import CLI
+from helpers import CLI
+
+pytestmark = pytest.mark.slow
 
 # 6 epochs of 80 BNN steps (about 0.5 s each on one core): long enough to be stopped mid-epoch
 RUN = ["model=bnn_regressor", "data.n_train=4000", "data.n_val=200", "data.n_test=200",
@@ -78,6 +80,7 @@ def test_a_run_stopped_mid_epoch_resumes_to_the_same_result(cli, uninterrupted, 
     assert {r.info.run_id for r in cli.runs()} == known | {run.info.run_id}  # no new run
     after = cli.client().get_run(run.info.run_id)
     assert after.info.status == "FINISHED"
+    assert [r.info.status for r in cli.runs()].count("RUNNING") == 0  # SIGKILL's taken over
     assert "vnnlab.stopped_by" not in after.data.tags
     reference = uninterrupted.data.metrics
     tests = {key: value for key, value in reference.items() if key.startswith("test/")}
@@ -129,8 +132,3 @@ def test_a_run_whose_checkpoint_folder_is_gone_resumes_from_its_logged_checkpoin
     folder = Path(cli.client().get_run(run.info.run_id).data.tags["vnnlab.checkpoint_dir"])
     assert sorted(p.name for p in folder.iterdir()) == ["last.ckpt"]
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith("vnnlab-")] == []
-
-
-def test_no_run_is_left_running(cli):
-    """Runs killed by SIGKILL were taken over by their resume; nothing else stays open."""
-    assert [r.info.status for r in cli.runs() if r.info.status == "RUNNING"] == []

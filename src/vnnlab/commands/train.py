@@ -74,7 +74,9 @@ def _hydra_main(cfg: DictConfig) -> dict[str, Any] | None:
         _exit(EXIT_FAILED, str(error))
     except Exception as error:  # the run ended FAILED with this reason; the trace is for a bug
         traceback.print_exc()
-        _exit(EXIT_FAILED, "the run failed: " + " ".join(f"{type(error).__name__}: {error}".split()))
+        _exit(
+            EXIT_FAILED, "the run failed: " + " ".join(f"{type(error).__name__}: {error}".split())
+        )
     print(
         f"\nvnnlab: run {run.run_id} FINISHED\n"
         f"{console.metrics_table(run.metrics)}\n"

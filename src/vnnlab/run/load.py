@@ -25,7 +25,7 @@ def load_run(run_id: str, tracking_uri: str | None = None) -> tuple[VNNModule, d
     """The run's trained model (in eval mode) and its whole checkpoint, whose entries include
     the data module's state. BadInputError when the store or the run has none."""
     uri = resolve_tracking_uri(tracking_uri, Path.cwd())
-    client = open_existing_store(uri)
+    client = open_existing_store(uri, "run_id", run_id)
     with tempfile.TemporaryDirectory(prefix="vnnlab-") as scratch:
         try:
             config = OmegaConf.load(client.download_artifacts(run_id, "config.yaml", scratch))

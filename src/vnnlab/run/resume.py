@@ -81,7 +81,7 @@ def prior_run(cfg: DictConfig, overrides: list[str], tracking_uri: str) -> Prior
     not exist, is still running, is a sweep's parent, or other overrides were given."""
     run_id = str(cfg.resume)
     _refuse_other_overrides(overrides, run_id)
-    client = open_existing_store(tracking_uri)
+    client = open_existing_store(tracking_uri, "resume", run_id)
     run = _existing_run(client, run_id, tracking_uri)
     _refuse_if_alive(run)
     config = _run_config(client, run)

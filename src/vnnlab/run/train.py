@@ -65,7 +65,9 @@ def train(
 def _train(cfg: DictConfig, context: RunContext, callbacks: Sequence[pl.Callback]) -> TrainResult:
     validate(cfg)
     sweep = context.sweep
-    uri = sweep.tracking_uri if sweep else resolve_tracking_uri(cfg.tracking.uri, context.launch_dir)
+    uri = (
+        sweep.tracking_uri if sweep else resolve_tracking_uri(cfg.tracking.uri, context.launch_dir)
+    )
     if sweep is None:  # a sweep's parent has opened its store
         check_store(uri)
     prior = _prior_run(cfg, context, uri)

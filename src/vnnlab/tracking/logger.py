@@ -67,5 +67,3 @@ class RunLogger(Logger):
     @rank_zero_only
     def finalize(self, status: str) -> None:
         self.send_waiting()
-
-

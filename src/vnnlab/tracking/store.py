@@ -61,13 +61,17 @@ def open_store(tracking_uri: str) -> MlflowClient:
 _opened: set[Path] = set()  # SQLite stores this process has opened once
 
 
-def open_existing_store(tracking_uri: str, key: str = "tracking.uri") -> MlflowClient:
+def open_existing_store(
+    tracking_uri: str, key: str = "tracking.uri", value: Any = None
+) -> MlflowClient:
     """A client on a store that must already hold runs (to resume, load or compare them): a
     SQLite file that does not exist is refused, since MLflow would create an empty store there
-    and then report that the run is not in it."""
+    and then report that the run is not in it. The refusal names `key` and `value` (default:
+    the URI), the setting the user gave."""
     database = sqlite_path(tracking_uri)
     if database is not None and not database.is_file():
-        raise bad_value(key, tracking_uri, f"an existing MLflow store (there is no {database})")
+        shown = tracking_uri if value is None else value
+        raise bad_value(key, shown, f"something in an existing MLflow store (no {database})")
     return open_store(tracking_uri)
 
 
@@ -80,7 +84,9 @@ def check_store(tracking_uri: str, timeout_s: float = 10.0) -> None:
             requests.get(f"{tracking_uri.rstrip('/')}/health", timeout=timeout_s)
         except requests.RequestException as error:
             reason = type(error).__name__
-            raise bad_value("tracking.uri", tracking_uri, f"{ALLOWED_STORES} (got {reason})") from None
+            raise bad_value(
+                "tracking.uri", tracking_uri, f"{ALLOWED_STORES} (got {reason})"
+            ) from None
         return
     database = sqlite_path(tracking_uri)
     try:
@@ -110,9 +116,9 @@ def _exclusive_lock(folder: Path) -> Iterator[None]:
 
 
 # SQLite lets one writer in at a time; MLflow has the others wait up to 20 s (busy_timeout),
-# then they get "database is locked", which a moment later may be gone. MLflow offers no typed
-# error for it: the test tests/test_tracking.py::test_a_locked_sqlite_store_is_retried holds
-# two writers on one file and fails if MLflow's text changes.
+# then they get "database is locked", which a moment later may be gone. MLflow raises no typed
+# error for it, hence its text: tests/reliability/test_shared_store.py holds a store locked for
+# longer than SQLite waits and fails if that text (and so the retry) stops matching.
 LOCKED = "database is locked"
 RETRY_SECONDS = (0.5, 1, 2, 4, 8, 15, 30)
 
