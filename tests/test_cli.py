@@ -2,6 +2,7 @@
 into the test's own SQLite store: what a run records, exit codes, failed and bad jobs of a
 multirun, --help. Signals and real processes are in tests/reliability/ (the slow tier)."""
 
+import signal
 import subprocess
 import sys
 
@@ -95,8 +96,27 @@ def test_a_diverging_run_stops_at_once_and_ends_failed_with_exit_1(command):
     assert len(history) < 5  # stopped within the first epochs, not after 50
 
 
+def test_resume_continues_the_same_run_with_every_epoch_once(command):
+    assert command.run(*FAST, "model=mlp_regressor").returncode == 0
+    [run] = command.runs()
+    refused = command.run(f"resume={run.info.run_id}", "model.lr=0.1")
+    assert refused.returncode == 2 and "model.lr=0.1 cannot be combined with resume=" in (
+        refused.stderr
+    )
+    longer = command.run(f"resume={run.info.run_id}", "trainer.max_epochs=3")
+    assert longer.returncode == 0, longer.stderr[-3000:]
+    [after] = command.runs()  # the same run, no new one
+    assert after.info.run_id == run.info.run_id and after.info.status == "FINISHED"
+    assert after.data.params["trainer.max_epochs"] == "2"  # MLflow never changes a param
+    assert after.data.tags[tags.RESUMED_WITH] == "trainer.max_epochs=3"
+    steps = [m.step for m in command.client().get_metric_history(run.info.run_id, "train/loss")]
+    assert steps == sorted(set(steps)) and len(steps) == 3  # epochs 1, 2 once, then 3
+
+
 def test_a_multirun_reports_a_bad_job_and_runs_the_others(command):
+    sigterm_before = signal.getsignal(signal.SIGTERM)
     result = command.run("-m", *FAST, "model.sigma2=0.01,-1,0.1")
+    assert signal.getsignal(signal.SIGTERM) is sigterm_before  # the parent's handler is undone
     assert result.returncode == 2, result.stderr[-3000:]  # the only failure was bad input
     bad_job = "model.sigma2=-1 is not allowed: expected a number > 0"
     assert bad_job in result.stderr
@@ -144,3 +164,22 @@ def test_help_lists_the_models_data_sets_and_examples(tmp_path, capfd, monkeypat
     assert "data: manifold, mnist, synthetic" in result.stdout
     assert "vnnlab-train -m model.lr=1e-3,1e-2" in result.stdout
     assert not command.store.exists()
+
+
+@pytest.mark.slow  # a fresh interpreter importing torch, Lightning and MLflow
+def test_a_job_imports_its_code_once_without_collecting_and_freezes_it():
+    """import_job_code imports torch, Lightning and MLflow with no garbage collection on the
+    way, freezes the objects they made and leaves the collector on; a second call changes
+    nothing."""
+    code = (
+        "import gc, sys; from vnnlab.commands import train; "
+        "before = gc.get_stats()[2]['collections']; train.import_job_code(); "
+        "frozen = gc.get_freeze_count(); train.import_job_code(); "
+        "print(gc.get_stats()[2]['collections'] - before, frozen, gc.get_freeze_count() - frozen, "
+        "gc.isenabled(), 'vnnlab.run.train' in sys.modules)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    full_collections, frozen, frozen_again, enabled, loaded = result.stdout.split()
+    assert full_collections == "0" and int(frozen) > 100_000 and frozen_again == "0"
+    assert enabled == "True" and loaded == "True"

@@ -3,15 +3,15 @@ statistics come from the training split only, bad files are one line, and a trai
 predicts new rows from its own checkpoint."""
 
 import subprocess
-import sys
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 
-from conftest import QUICK
+from helpers import QUICK, CommandResult, InProcessCommand
 from vnnlab import api
+from vnnlab.commands import predict as predict_command
 from vnnlab.data.tabular import TabularDataModule, read_table
 from vnnlab.errors import BadInputError
 
@@ -119,10 +119,16 @@ def test_missing_values_can_be_dropped(tmp_path):
     assert data.info().n_train + sum(len(data.split(s)[0]) for s in ("val", "test")) == 398
 
 
-def predict(cli, *arguments):
-    command = [sys.executable, "-m", "vnnlab.predict", *arguments]
-    return subprocess.run(command, cwd=cli.workdir, env=cli.env, capture_output=True,
-                          text=True, timeout=240)  # fmt: skip
+def predict(command, *arguments) -> CommandResult:
+    """vnnlab-predict (its main, in this process) in the folder of `command`."""
+    command.capfd.readouterr()
+    try:
+        predict_command.main(list(arguments))
+        code = 0
+    except SystemExit as stop:
+        code = stop.code
+    out, err = command.capfd.readouterr()
+    return CommandResult(code, out, err)
 
 
 @pytest.mark.parametrize(
@@ -133,7 +139,7 @@ def predict(cli, *arguments):
         ("pca", None, ["z1", "z2", "recon_mse"]),
     ],
 )
-def test_a_trained_run_predicts_new_rows_with_the_inputs_kept(cli, csv, model, target, added):
+def test_a_trained_run_predicts_new_rows_with_the_inputs_kept(command, csv, model, target, added):
     drop = [c for c in ("y", "kind") if c != target]
     overrides = [
         f"model={model}",
@@ -145,14 +151,14 @@ def test_a_trained_run_predicts_new_rows_with_the_inputs_kept(cli, csv, model, t
         overrides.append(f"data.target={target}")
     else:
         overrides.append("model.latent_dim=2")
-    trained = cli.run(*QUICK, *overrides)
+    trained = command.run(*QUICK, *overrides)
     assert trained.returncode == 0, trained.stderr[-3000:]
-    [run] = cli.runs()
+    [run] = command.runs()
     new_rows = regression_table(n=50, seed=9)
-    new_rows.to_csv(cli.workdir / "new.csv", index=False)
-    result = predict(cli, f"run_id={run.info.run_id}", "data.path=new.csv")
+    new_rows.to_csv(command.workdir / "new.csv", index=False)
+    result = predict(command, f"run_id={run.info.run_id}", "data.path=new.csv")
     assert result.returncode == 0, result.stderr[-3000:]
-    output = pd.read_csv(cli.workdir / "predictions.csv")  # the default output
+    output = pd.read_csv(command.workdir / "predictions.csv")  # the default output
     assert list(output.columns) == [*new_rows.columns, *added]
     np.testing.assert_allclose(output[["a", "b", "c"]], new_rows[["a", "b", "c"]])
     if target == "kind":
@@ -163,14 +169,19 @@ def test_a_trained_run_predicts_new_rows_with_the_inputs_kept(cli, csv, model, t
         assert (output["y_mean"] < output["y_upper95"]).all()
 
 
-def test_predict_refuses_a_run_it_cannot_use_in_one_line(cli, csv):
-    result = predict(cli, "run_id=0123", f"data.path={csv}")
+def test_predict_refuses_a_run_it_cannot_use_in_one_line(tmp_path, capfd, monkeypatch, csv):
+    command = InProcessCommand(tmp_path / "no store", capfd, monkeypatch)
+    result = predict(command, "run_id=0123", f"data.path={csv}")
     assert result.returncode == 2
     assert result.stderr.strip() == (
-        f"vnnlab-predict: run_id='0123' is not allowed: expected the id of a run in "
-        f"sqlite:///{cli.store} (no such file)"
+        f"vnnlab-predict: run_id='0123' is not allowed: expected the id of a run in an "
+        f"existing MLflow store (there is none at {command.store})"
     )
-    assert predict(cli, "data.path=x.csv").returncode == 2
+    missing = predict(command, "data.path=x.csv")
+    assert missing.returncode == 2
+    assert missing.stderr.strip() == (
+        "vnnlab-predict: run_id= is missing: vnnlab-predict run_id=<id> data.path=new.csv"
+    )
 
 
 def test_the_model_sees_standardised_inputs_and_the_target_in_its_units(csv):
@@ -207,14 +218,17 @@ def test_every_model_that_makes_sense_on_a_table_trains_on_one(tmp_path, csv, mo
     assert np.isfinite(result.metrics[metric])
 
 
+@pytest.mark.slow  # a real mlflow server
 def test_predict_reads_a_run_from_a_tracking_server(cli, csv, mlflow_server):
     overrides = ["model=mlp_regressor", "data=tabular", f"data.path={csv}", "data.target=y",
                  "data.drop=[kind]", f"tracking.uri={mlflow_server}"]  # fmt: skip
     trained = cli.run(*QUICK, *overrides)
     assert trained.returncode == 0, trained.stderr[-3000:]
     run_id = trained.stdout.split("vnnlab: run ")[1].split()[0]
-    result = predict(cli, f"run_id={run_id}", f"data.path={csv}", "output=out.csv",
-                     f"tracking.uri={mlflow_server}")  # fmt: skip
+    result = subprocess.run(
+        ["vnnlab-predict", f"run_id={run_id}", f"data.path={csv}", "output=out.csv",
+         f"tracking.uri={mlflow_server}"], cwd=cli.workdir, capture_output=True, text=True,
+    )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     output = pd.read_csv(cli.workdir / "out.csv")
     assert len(output) == 400 and "y_mean" in output and "y_sd" not in output  # no density

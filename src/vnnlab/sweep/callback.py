@@ -50,6 +50,9 @@ def end_open_parents(status: str = "KILLED") -> None:
 
 
 class SweepCallback(Callback):
+    def __init__(self) -> None:
+        self.previous_sigterm: Any = signal.SIG_DFL
+
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         from vnnlab.tracking.run import git_tags
         from vnnlab.tracking.store import experiment_id, open_store, resolve_tracking_uri
@@ -66,8 +69,8 @@ class SweepCallback(Callback):
         parent = client.create_run(experiment, run_name=name, tags=parent_tags)
         _open_parents.append((uri, parent.info.run_id))
         Sweep(parent.info.run_id, uri, experiment, swept).write(sweep_dir(config.hydra))
-        # so that the parent run ends KILLED, not RUNNING
-        signal.signal(signal.SIGTERM, SigtermHandler())
+        # so that the parent run ends KILLED, not RUNNING (restored when the sweep ends)
+        self.previous_sigterm = signal.signal(signal.SIGTERM, SigtermHandler())
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         from mlflow.tracking import MlflowClient
@@ -84,6 +87,7 @@ class SweepCallback(Callback):
             client.set_tag(sweep.parent_run_id, tags.FAILURE, message)
         client.set_terminated(sweep.parent_run_id, "FAILED" if failed else "FINISHED")
         _open_parents.remove((sweep.tracking_uri, sweep.parent_run_id))
+        signal.signal(signal.SIGTERM, self.previous_sigterm)
 
 
 def _report(sweep: Sweep) -> None:

@@ -70,8 +70,10 @@ def open_existing_store(
     the URI), the setting the user gave."""
     database = sqlite_path(tracking_uri)
     if database is not None and not database.is_file():
-        shown = tracking_uri if value is None else value
-        raise bad_value(key, shown, f"something in an existing MLflow store (no {database})")
+        store = f"an existing MLflow store (there is none at {database})"
+        if value is None:
+            raise bad_value(key, tracking_uri, store)
+        raise bad_value(key, value, f"the id of a run in {store}")
     return open_store(tracking_uri)
 
 
