@@ -7,11 +7,18 @@ import pytest
 import torch
 
 from vnnlab.data.manifold import ARC_HALF_ANGLE, SyntheticManifoldDataModule, arc_moments
+from vnnlab.data.synthetic import SyntheticRegressionDataModule
 from vnnlab.errors import BadInputError
 from vnnlab.models.losses import principal_subspace, reconstruction_mse
+from vnnlab.models.reduction import PCA, Autoencoder
 
 STRUCTURES = ["subspace", "curve"]
 LARGE = {"input_dim": 8, "intrinsic_dim": 2, "variances": [4.0, 1.0], "noise_var": 0.05}
+
+
+def pca_mse(data: SyntheticManifoldDataModule, latent_dim: int) -> float:
+    """The yardstick a reduction model of this latent_dim logs on this data (test/pca_mse)."""
+    return PCA(data.input_dim, latent_dim).reference_metrics(data.info())["pca_mse"]
 
 
 def test_arc_moments_match_quadrature():
@@ -33,6 +40,8 @@ def test_sample_covariance_matches_the_generating_covariance(structure):
     standard_error = ((sigma.diag()[:, None] * sigma.diag() + sigma**2) / len(x)).sqrt()
     assert ((sample - sigma) / standard_error).abs().max() < 5
     assert torch.allclose(torch.linalg.eigvalsh(sigma).flip(0), dm.population_variances())
+    eigenvalues = torch.tensor(dm.info().input_variances, dtype=torch.float64)  # what models read
+    assert torch.allclose(torch.linalg.eigvalsh(sigma).flip(0), eigenvalues)
 
 
 @pytest.mark.parametrize("structure", STRUCTURES)
@@ -43,23 +52,26 @@ def test_pca_of_a_large_sample_reaches_the_reference_error(structure):
         mean, components, _ = principal_subspace(x_train, latent_dim)
         x_hat = mean + (x_test - mean) @ components @ components.T
         test_mse = reconstruction_mse(x_test, x_hat).mean().item()
-        expected = dm.reference_metrics({"latent_dim": latent_dim})["pca_mse"]
-        assert test_mse == pytest.approx(expected, rel=0.03)
+        assert test_mse == pytest.approx(pca_mse(dm, latent_dim), rel=0.03)
 
 
 def test_reference_error_by_hand():
     dm = SyntheticManifoldDataModule()  # n = 20, λ = (9, 4, 1), τ² = 0.01
-    assert dm.reference_metrics({"latent_dim": 2})["pca_mse"] == pytest.approx(
-        (1.0 + 0.01 + 17 * 0.01) / 20
-    )
-    assert dm.reference_metrics({"latent_dim": 3})["pca_mse"] == pytest.approx(17 * 0.01 / 20)
-    assert dm.reference_metrics({"lr": 0.1}) == {}
+    assert pca_mse(dm, 2) == pytest.approx((1.0 + 0.01 + 17 * 0.01) / 20)
+    assert pca_mse(dm, 3) == pytest.approx(17 * 0.01 / 20)
+    # every reduction model computes it for its own latent_dim
+    assert Autoencoder(20, latent_dim=1).reference_metrics(dm.info()) == {
+        "pca_mse": pytest.approx((4.0 + 1.0 + 19 * 0.01) / 20)
+    }
+    assert dm.reference_metrics() == {}  # the data alone sets no yardstick here
     curve = SyntheticManifoldDataModule(structure="curve", input_dim=4, intrinsic_dim=1,
                                         variances=[2.0], noise_var=0.0)  # fmt: skip
     _, var_sin, var_cos = arc_moments(ARC_HALF_ANGLE)
     # One arc: variance 2 along its sine direction, 2 κ along its cosine direction.
     expected = 2.0 * var_cos / var_sin / 4
-    assert curve.reference_metrics({"latent_dim": 1})["pca_mse"] == pytest.approx(expected)
+    assert pca_mse(curve, 1) == pytest.approx(expected)
+    unknown = SyntheticRegressionDataModule(input_dim=3).info()  # variances not known
+    assert PCA(3, latent_dim=1).reference_metrics(unknown) == {}
 
 
 def test_inputs_only_info_and_seeded_splits():

@@ -1,14 +1,18 @@
 """Test metrics and figures against computations written out by hand."""
 
+import numpy as np
 import pytest
 import torch
 from pytorch_lightning import Trainer
 from torch.distributions import Normal
 
 from vnnlab import plots
+from vnnlab.data.base import DataInfo
 from vnnlab.data.batches import TensorBatches
+from vnnlab.data.synthetic import SyntheticRegressionDataModule
 from vnnlab.models.bnn import BNNRegressor
 from vnnlab.models.mlp import MLPClassifier, MLPRegressor
+from vnnlab.models.reduction import Autoencoder
 
 
 def hand_ece(probs: torch.Tensor, labels: torch.Tensor, n_bins: int) -> float:
@@ -92,6 +96,31 @@ def test_entropy_figure_splits_correct_and_wrong():
     figure = plots.entropy_by_correctness(probs, torch.tensor([0, 0, 0]))
     labels = [text.get_text() for text in figure.axes[0].get_legend().get_texts()]
     assert labels == ["correct (2)", "wrong (1)"]  # argmax of [0.5, 0.5] is class 0
+
+
+def test_figures_draw_the_splits_they_are_handed():
+    """Each task's figures come from the tensors passed in: the training points of the fit, the
+    test examples of the classifier's and the autoencoder's figures."""
+    torch.manual_seed(0)
+    data = SyntheticRegressionDataModule(n_train=30, n_val=5, n_test=20)
+    info, train, test = data.info(), data.split("train"), data.split("test")
+    fit = MLPRegressor(1, 1, hidden=[4]).figures(info, train, test)["fit.png"]
+    drawn = fit.axes[0].collections[0].get_offsets()  # the scatter of training points
+    np.testing.assert_allclose(drawn, torch.cat(train, dim=1).numpy())
+
+    x, labels = torch.randn(25, 4), torch.randint(0, 3, (25,))
+    classifier = MLPClassifier(4, 3, hidden=[8])
+    figures = classifier.figures(DataInfo(4, 5, "class", 3), (x[:5], labels[:5]), (x, labels))
+    legend = [text.get_text() for text in figures["entropy.png"].axes[0].get_legend().get_texts()]
+    with torch.no_grad():
+        right = (classifier.predict_proba(x).argmax(dim=1) == labels).sum().item()
+    assert legend == [f"correct ({right})", f"wrong ({25 - right})"]  # all 25 test examples
+
+    x_test = torch.randn(40, 6)
+    autoencoder = Autoencoder(6, latent_dim=2, hidden=[5])
+    figures = autoencoder.figures(DataInfo(6, 10), (torch.randn(10, 6),), (x_test,))
+    latent = figures["latent.png"].axes[0]
+    assert sum(len(points.get_offsets()) for points in latent.collections) == 40
 
 
 def test_bnn_predictive_is_the_mixture_of_its_posterior_samples():

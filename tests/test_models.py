@@ -8,13 +8,15 @@ from hydra.utils import get_class
 from mlflow.tracking import MlflowClient
 from pytorch_lightning import Trainer
 
-from conftest import QUICK
 from idx_files import write_mnist
-from vnnlab.cli import CONFIG_DIR
+from vnnlab import CONFIG_DIR
 from vnnlab.data.synthetic import SyntheticRegressionDataModule
 from vnnlab.models.mlp import MLPRegressor
-from vnnlab.train import train
+from vnnlab.run.train import train
 
+# Small and quick: two epochs, no progress bar.
+QUICK = ["trainer.max_epochs=2", "trainer.enable_progress_bar=false",
+         "trainer.enable_model_summary=false"]  # fmt: skip
 SMALL_SYNTHETIC = ["data.n_train=128", "data.n_val=32", "data.n_test=64", "data.batch_size=32"]
 REGRESSION = {"test/mse", "test/rmse", "test/noise_floor", "train/loss", "val/loss", "val/mse"}
 PREDICTIVE = {"test/nll", "val/nll", "test/coverage95", "val/coverage95"}

@@ -8,16 +8,18 @@ from hydra import compose, initialize_config_dir
 from pytorch_lightning import Trainer
 from torch.distributions import Bernoulli, Normal, kl_divergence
 
-from vnnlab.cli import CONFIG_DIR
+from vnnlab import CONFIG_DIR
 from vnnlab.data.manifold import SyntheticManifoldDataModule
 from vnnlab.errors import BadInputError
 from vnnlab.models.losses import largest_principal_angle
 from vnnlab.models.reduction import PCA, LinearAutoencoder
-from vnnlab.models.vae import VAE
-from vnnlab.train import train
+from vnnlab.models.vae import VAE, ActiveUnits
+from vnnlab.run.train import train
 
 
 def fitted(model, data, epochs: int, **trainer_args) -> Trainer:
+    """Fitted as train() fits it: the closed-form parts from the training inputs first."""
+    model.use_training_inputs(data.split("train")[0])
     trainer = Trainer(
         max_epochs=epochs, logger=False, enable_checkpointing=False, enable_progress_bar=False,
         enable_model_summary=False, num_sanity_val_steps=0, **trainer_args,
@@ -49,6 +51,13 @@ def test_pca_reconstructs_like_numpys_svd():
     np.testing.assert_allclose(reconstructed, expected, atol=2e-4)
 
 
+def test_pca_not_handed_its_training_inputs_refuses_to_fit():
+    trainer = Trainer(max_epochs=1, logger=False, enable_checkpointing=False,
+                      enable_progress_bar=False, enable_model_summary=False)  # fmt: skip
+    with pytest.raises(RuntimeError, match=r"use_training_inputs\(x_train\) was not called"):
+        trainer.fit(PCA(10, latent_dim=2), datamodule=subspace_data())
+
+
 def test_linear_autoencoder_finds_pcas_subspace_without_being_pca():
     torch.manual_seed(0)
     data = subspace_data()
@@ -58,6 +67,13 @@ def test_linear_autoencoder_finds_pcas_subspace_without_being_pca():
     fitted(pca, data, epochs=1)
     w = model.decoder.weight.detach()
     assert largest_principal_angle(w, pca.components).item() < 1.0  # degrees (0.2 measured)
+    trainer = Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False)
+    [metrics] = trainer.test(model, datamodule=data, verbose=False)
+    logged = metrics["test/principal_angle"]  # against PCA of the inputs it was handed
+    assert logged == pytest.approx(largest_principal_angle(w, pca.components).item(), rel=1e-5)
+    assert "pca_components" not in model.state_dict()  # a yardstick, not in checkpoints
+    with pytest.raises(RuntimeError, match="use_training_inputs"):
+        trainer.test(LinearAutoencoder(10, latent_dim=3), datamodule=data, verbose=False)
     (x_test,) = data.split("test")
     with torch.no_grad():
         linear_error = ((x_test - model.reconstruct(x_test)) ** 2).mean()
@@ -97,10 +113,14 @@ def test_vae_importance_weighted_log_likelihood_is_never_below_the_elbo():
     trainer = fitted(model, data, epochs=3)
     [metrics] = trainer.test(model, datamodule=data, verbose=False)
     assert metrics["test/log_likelihood"] > metrics["test/elbo"]  # the same 200 test points
-    assert 0 <= metrics["test/active_units"] <= 3
+    # active units counted by hand over the whole test split (not batch by batch): latent
+    # dimensions whose posterior mean has variance (divisor N) above 0.01
+    (x,) = data.split("test")
+    with torch.no_grad():
+        variances = model.posterior(x)[0].var(dim=0, unbiased=False)
+    assert metrics["test/active_units"] == (variances > 0.01).sum().item()
     # log_likelihood against torch.distributions on the same K draws, and never below their
     # plain average (the K-sample ELBO estimate): Jensen's inequality, draw by draw.
-    (x,) = data.split("test")
     torch.manual_seed(2)
     with torch.no_grad():
         iwae = model.log_likelihood(x, 20)
@@ -115,6 +135,14 @@ def test_vae_importance_weighted_log_likelihood_is_never_below_the_elbo():
     expected = torch.logsumexp(log_weights, dim=0) - torch.log(torch.tensor(20.0))
     assert torch.allclose(iwae, expected, atol=1e-4)
     assert (iwae >= log_weights.mean(dim=0) - 1e-6).all()
+
+
+def test_active_units_counts_over_the_whole_split_not_per_batch():
+    metric = ActiveUnits()  # threshold 0.01 on the variance of each posterior mean
+    metric.update(torch.tensor([[0.0, 5.0], [0.0, 5.0]]))
+    metric.update(torch.tensor([[1.0, 5.0], [1.0, 5.0]]))
+    # z₁ is constant within each batch but has variance 0.25 over the split; z₂ never moves
+    assert metric.compute().item() == 1.0
 
 
 def composed(*overrides: str):

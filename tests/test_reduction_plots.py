@@ -5,7 +5,8 @@ import io
 import torch
 from matplotlib.colors import to_rgba
 
-from vnnlab import compare, plots
+from vnnlab import plots
+from vnnlab.sweep import compare
 
 
 def rendered(figure):

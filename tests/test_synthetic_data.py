@@ -38,14 +38,20 @@ def test_gap_has_no_training_or_validation_inputs_but_test_inputs():
     assert ((x_test > -1.0) & (x_test < 0.5)).float().mean() == pytest.approx(1.5 / 6, abs=0.03)
 
 
-def test_seeded_and_reference_metrics():
+def test_splits_are_seeded():
     first, second = loaded(seed=3), loaded(seed=3)
     assert torch.equal(first.splits["train"][0], second.splits["train"][0])
     assert not torch.equal(first.splits["train"][0], loaded(seed=4).splits["train"][0])
-    x, y = first.splits["test"]
-    reference = first.reference_metrics({})
-    assert reference["noise_floor"] == 0.01
-    assert reference["oracle_mse"] == pytest.approx(((y - torch.sin(x)) ** 2).mean().item())
+
+
+def test_reference_metrics_are_the_noise_drawn():
+    dm = loaded(noise_var=0.04, n_test=5000)  # not the default σ² = 0.01
+    x, y = dm.splits["test"]
+    oracle_mse = ((y - torch.sin(x)) ** 2).mean().item()  # the default f is sin
+    assert dm.reference_metrics() == {"noise_floor": 0.04, "oracle_mse": pytest.approx(oracle_mse)}
+    # The noise drawn has variance σ²: the test set's mean squared noise is within a few
+    # standard errors (σ²·√(2/n_test)) of the noise floor.
+    assert abs(oracle_mse - 0.04) < 4 * 0.04 * math.sqrt(2 / 5000)
 
 
 def test_batches_cover_the_split_once_per_epoch():

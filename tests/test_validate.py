@@ -7,7 +7,7 @@ import typing
 import pytest
 from hydra import compose, initialize_config_dir
 
-from vnnlab.cli import CONFIG_DIR
+from vnnlab import CONFIG_DIR
 from vnnlab.errors import BadInputError
 from vnnlab.models.layers import ACTIVATIONS, Activation
 from vnnlab.schema import Range

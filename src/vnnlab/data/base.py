@@ -23,7 +23,9 @@ class DataInfo:
     K classes (0 without targets); image_shape: (H, W) when an input is an image flattened to
     H·W values; unit_interval: every input lies in [0, 1] (a Bernoulli likelihood is valid);
     true_function, input_range, gap: a known regression function f: (B, n) → (B, q), the
-    interval its inputs are drawn from, and an interval left without training inputs.
+    interval its inputs are drawn from, and an interval left without training inputs;
+    input_variances: λ₁ ≥ … ≥ λₙ, the population variances of the inputs along their principal
+    axes (the eigenvalues of their covariance), when the data set knows them.
     """
 
     in_features: int
@@ -35,6 +37,7 @@ class DataInfo:
     true_function: Callable[[Tensor], Tensor] | None = None
     input_range: tuple[float, float] | None = None
     gap: tuple[float, float] | None = None
+    input_variances: tuple[float, ...] | None = None
 
     def model_dims(self) -> dict[str, int]:
         """The sizes a model takes from its data (a model's signature picks what it needs)."""
@@ -52,8 +55,8 @@ class VNNDataModule(pl.LightningDataModule):
     - `info() -> DataInfo` (loading the data if needed);
     - `split(name) -> (x, y)` or `(x,)`: a whole split ("train", "val", "test") as model
       inputs, the same tensors the dataloaders slice into batches;
-    - `reference_metrics(hparams)` (optional): yardsticks logged beside the test metrics, e.g.
-      the noise floor, or PCA's exact error for the model's `latent_dim`;
+    - `reference_metrics()` (optional): yardsticks the data alone sets, logged beside the test
+      metrics, e.g. the noise floor (a model adds its own from `info()`: VNNModule's);
     - `batches(split, shuffle)` (optional): how a split is served (default: index slices of
       `split(name)`, the training split reshuffled every epoch from `seed`).
     """
@@ -79,7 +82,7 @@ class VNNDataModule(pl.LightningDataModule):
     def split(self, name: str) -> tuple[Tensor, ...]:
         raise NotImplementedError
 
-    def reference_metrics(self, hparams: Mapping[str, Any]) -> dict[str, float]:
+    def reference_metrics(self) -> dict[str, float]:
         return {}
 
     @classmethod

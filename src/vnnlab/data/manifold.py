@@ -143,22 +143,14 @@ class SyntheticManifoldDataModule(VNNDataModule):
         noise = self.noise_var * torch.eye(self.input_dim, dtype=torch.float64)
         return self.basis @ torch.diag(v) @ self.basis.T + noise
 
-    def reference_metrics(self, hparams: Mapping[str, Any]) -> dict[str, float]:
-        """`pca_mse`, for a model with `latent_dim` m: (1/n) Σ of the n − m smallest eigenvalues
-        of Σ, the expected test reconstruction MSE per element of the population-optimal rank-m
-        PCA, x̂ = W Wᵀ x with W the m leading eigenvectors of Σ (a model fitted on a finite
-        training set does slightly worse)."""
-        latent_dim = hparams.get("latent_dim")
-        if latent_dim is None:
-            return {}
-        left_out = self.population_variances()[latent_dim:]
-        return {"pca_mse": left_out.sum().item() / self.input_dim}
-
     # --- the data -------------------------------------------------------------------------------
 
     def info(self) -> DataInfo:
         self.setup()
-        return DataInfo(in_features=self.input_dim, n_train=self.sizes["train"])
+        variances = tuple(self.population_variances().tolist())  # the eigenvalues of Σ
+        return DataInfo(
+            in_features=self.input_dim, n_train=self.sizes["train"], input_variances=variances
+        )
 
     def split(self, name: str) -> tuple[Tensor]:
         self.setup()

@@ -79,7 +79,7 @@ class SyntheticRegressionDataModule(VNNDataModule):
         u = x.sum(dim=1, keepdim=True) / self.input_dim**0.5
         return FUNCTIONS[self.function](u)
 
-    def reference_metrics(self, hparams: Mapping[str, Any]) -> dict[str, float]:
+    def reference_metrics(self) -> dict[str, float]:
         """Test-set yardsticks: `noise_floor` = σ²_true, the expected test MSE of the true f
         (the best any model can expect); `oracle_mse`, the MSE the true f scores on this
         finite test set (it differs from σ²_true by about σ²·√(2/n_test))."""

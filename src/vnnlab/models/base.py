@@ -10,7 +10,7 @@ from matplotlib.figure import Figure
 from torch import Tensor
 from torchmetrics import MeanMetric, Metric
 
-from vnnlab.data.base import DataInfo, Target, VNNDataModule
+from vnnlab.data.base import DataInfo, Target
 from vnnlab.errors import BadInputError, bad_value
 from vnnlab.schema import Positive, Range
 
@@ -34,7 +34,8 @@ class VNNModule(pl.LightningModule):
       holds the update arguments of a metric that `special_metrics` declares (e.g. ECE);
     - `special_metrics(stage)`, `derived_metrics(values)` (optional): metrics that are not
       means over examples, and values computed from the others (e.g. rmse = √mse);
-    - `figures(data) -> dict[str, Figure]` (optional): artifacts drawn from the data module.
+    - `use_training_inputs(x)`, `reference_metrics(info)`, `figures(info, train, test)`
+      (optional): what a model computes from the data it is handed, see each below.
     """
 
     needs_target: ClassVar[Target]  # the targets it trains on; None: inputs only
@@ -115,7 +116,20 @@ class VNNModule(pl.LightningModule):
     def derived_metrics(self, values: dict[str, Tensor]) -> dict[str, Tensor]:
         return {}
 
-    def figures(self, data: VNNDataModule) -> dict[str, Figure]:
+    def use_training_inputs(self, x: Tensor) -> None:
+        """Closed-form parts of a model computed from the whole training split's inputs x
+        (N, n), e.g. PCA's components; train() calls it once before fitting."""
+
+    def reference_metrics(self, info: DataInfo) -> dict[str, float]:
+        """Yardsticks for this model on data described by `info`, logged as test/<name> beside
+        the data's own (VNNDataModule.reference_metrics)."""
+        return {}
+
+    def figures(
+        self, info: DataInfo, train: tuple[Tensor, ...], test: tuple[Tensor, ...]
+    ) -> dict[str, Figure]:
+        """Artifacts drawn after the test: `train`, `test` are whole splits as the data module's
+        split() gives them, (x, y) or (x,)."""
         return {}
 
     # --- Lightning's loop -------------------------------------------------------------------

@@ -22,29 +22,34 @@ from vnnlab.schema import Positive, PositiveInt
 
 class PCA(ReductionModule):
     """Centred PCA of the training inputs: e(x) = Wᵀ(x − x̄), d(z) = x̄ + W z, with W (n, m) the m
-    leading eigenvectors of the training covariance. Fitted once, from the whole training
-    split, when the fit starts; no gradient steps. Its one epoch records the same metrics as
-    the trained models (train/recon_mse is then the exact training error, Σ_{j>m} λ_j / n)."""
+    leading eigenvectors of the training covariance. Fitted in closed form by
+    `use_training_inputs` from the whole training split; no gradient steps. Its one epoch records
+    the same metrics as the trained models (train/recon_mse is then the exact training error,
+    Σ_{j>m} λ_j / n)."""
 
     def __init__(self, in_features: int, latent_dim: PositiveInt = 8):
         super().__init__()
         self.save_hyperparameters(logger=False)
         self.automatic_optimization = False  # nothing to optimise
-        # Buffers, not parameters: saved in checkpoints, never trained.
+        # Buffers, not parameters: saved in checkpoints, never trained. W stays zero until
+        # use_training_inputs fits it (orthonormal columns are never all zero).
         self.register_buffer("mean", torch.zeros(in_features))
         self.register_buffer("components", torch.zeros(in_features, latent_dim))
 
     def configure_optimizers(self) -> None:
         return None
 
-    def on_fit_start(self) -> None:
-        datamodule = self.trainer.datamodule
-        if datamodule is None:
-            raise RuntimeError("PCA is fitted from trainer.fit(..., datamodule=...)'s train split")
-        (x, *_) = datamodule.split("train")
-        mean, components, _ = principal_subspace(x.to(self.device), self.hparams["latent_dim"])
+    def use_training_inputs(self, x: Tensor) -> None:
+        mean, components, _ = principal_subspace(x.to(self.mean), self.hparams["latent_dim"])
         self.mean.copy_(mean)
         self.components.copy_(components)
+
+    def on_fit_start(self) -> None:
+        if not self.components.any():
+            raise RuntimeError(
+                "PCA.use_training_inputs(x_train) was not called before fitting: PCA takes its "
+                "mean and components from the training inputs, not from gradient steps"
+            )
 
     def on_train_epoch_end(self) -> None:
         super().on_train_epoch_end()
@@ -95,6 +100,9 @@ class LinearAutoencoder(ReductionModule):
         self.save_hyperparameters(logger=False)
         self.encoder = nn.Linear(in_features, latent_dim)
         self.decoder = nn.Linear(latent_dim, in_features)  # weight W: (n, m)
+        # PCA's subspace of the training inputs (n, m), from use_training_inputs; left out of
+        # checkpoints (non-persistent): it is a yardstick, not part of the model.
+        self.register_buffer("pca_components", None, persistent=False)
 
     def encode(self, x: Tensor) -> Tensor:
         return self.encoder(x)
@@ -102,14 +110,23 @@ class LinearAutoencoder(ReductionModule):
     def decode(self, z: Tensor) -> Tensor:
         return self.decoder(z)
 
+    def use_training_inputs(self, x: Tensor) -> None:
+        _, components, _ = principal_subspace(x.to(self.decoder.weight), self.hparams["latent_dim"])
+        self.pca_components = components  # (n, m)
+
+    def on_test_start(self) -> None:
+        if self.pca_components is None:
+            raise RuntimeError(
+                "LinearAutoencoder.use_training_inputs(x_train) was not called: its test compares "
+                "the decoder with PCA of the training inputs"
+            )
+
     def on_test_epoch_end(self) -> None:
         super().on_test_epoch_end()
-        (x, *_) = self.trainer.datamodule.split("train")
-        _, pca_components, _ = principal_subspace(x.to(self.device), self.hparams["latent_dim"])
         w = self.decoder.weight.detach()
         self.log_dict(
             {
-                "test/principal_angle": largest_principal_angle(w, pca_components).float(),
+                "test/principal_angle": largest_principal_angle(w, self.pca_components).float(),
                 "test/orthogonality_defect": orthogonality_defect(w),
             }
         )

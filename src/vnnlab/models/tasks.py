@@ -17,7 +17,7 @@ from torchmetrics import Metric
 from torchmetrics.classification import MulticlassCalibrationError
 
 from vnnlab import plots
-from vnnlab.data.base import DataInfo, VNNDataModule
+from vnnlab.data.base import DataInfo
 from vnnlab.errors import bad_value
 from vnnlab.models.base import VNNModule
 from vnnlab.models.losses import (
@@ -74,11 +74,12 @@ class RegressionModule(VNNModule):
         return {"rmse": values["mse"].sqrt()}
 
     @torch.no_grad()
-    def figures(self, data: VNNDataModule) -> dict[str, Figure]:
-        info = data.info()
+    def figures(
+        self, info: DataInfo, train: tuple[Tensor, ...], test: tuple[Tensor, ...]
+    ) -> dict[str, Figure]:
         if info.in_features != 1 or info.true_function is None or info.input_range is None:
             return {}  # the fit figure needs a 1-D input and a known f
-        x_train, y_train = data.split("train")
+        x_train, y_train = train
         low, high = info.input_range
         margin = 0.1 * (high - low)
         grid = torch.linspace(low - margin, high + margin, 400).unsqueeze(1)  # (400, 1)
@@ -123,8 +124,10 @@ class ClassificationModule(VNNModule):
         return {"loss": nll}
 
     @torch.no_grad()
-    def figures(self, data: VNNDataModule) -> dict[str, Figure]:
-        x, labels = data.split("test")
+    def figures(
+        self, info: DataInfo, train: tuple[Tensor, ...], test: tuple[Tensor, ...]
+    ) -> dict[str, Figure]:
+        x, labels = test
         probs = torch.cat(
             [self.predict_proba(chunk.to(self.device)).cpu() for chunk in x.split(PREDICT_CHUNK)]
         )
@@ -171,10 +174,22 @@ class ReductionModule(VNNModule):
         recon_mse = reconstruction_mse(x, self.reconstruct(x))  # (B,)
         return {"loss": recon_mse * x.shape[-1], "recon_mse": recon_mse}
 
+    def reference_metrics(self, info: DataInfo) -> dict[str, float]:
+        """`pca_mse`, when the data knows the population variances λ₁ ≥ … ≥ λₙ of its inputs:
+        the expected test reconstruction MSE per element of the population-optimal rank-m PCA
+        (x̂ = W Wᵀ x, W the m leading eigenvectors of the covariance), m = this model's
+        latent_dim. A model fitted on a finite training set does slightly worse."""
+        if info.input_variances is None:
+            return {}
+        m, n = self.hparams["latent_dim"], info.in_features
+        left_out = torch.tensor(info.input_variances[m:], dtype=torch.float64)
+        return {"pca_mse": left_out.sum().item() / n}  # (1/n) Σ_{j>m} λ_j
+
     @torch.no_grad()
-    def figures(self, data: VNNDataModule) -> dict[str, Figure]:
-        info = data.info()
-        x_test, *targets = data.split("test")
+    def figures(
+        self, info: DataInfo, train: tuple[Tensor, ...], test: tuple[Tensor, ...]
+    ) -> dict[str, Figure]:
+        x_test, *targets = test
         shown = x_test[:FIGURE_EXAMPLES].to(self.device)
         figures = {
             "reconstructions.png": plots.reconstructions(

@@ -22,7 +22,7 @@ from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
 
 from vnnlab import plots
-from vnnlab.data.base import DataInfo, VNNDataModule
+from vnnlab.data.base import DataInfo
 from vnnlab.errors import bad_value
 from vnnlab.models.base import LRSchedule
 from vnnlab.models.layers import ACTIVATIONS, Activation, make_mlp
@@ -192,9 +192,10 @@ class VAE(ReductionModule):
         return values
 
     @torch.no_grad()
-    def figures(self, data: VNNDataModule) -> dict[str, Figure]:
-        info = data.info()
-        figures = super().figures(data)  # reconstructions and the latent means in 2-D
+    def figures(
+        self, info: DataInfo, train: tuple[Tensor, ...], test: tuple[Tensor, ...]
+    ) -> dict[str, Figure]:
+        figures = super().figures(info, train, test)  # reconstructions, latent means in 2-D
         prior = self.decode(
             torch.randn(PRIOR_SAMPLES, self.hparams["latent_dim"], device=self.device)
         )
