@@ -21,7 +21,7 @@ value of a hydra.* key, so a `params` entry on the command line is added and quo
 `'+hydra.sweeper.params.model.lr="interval(1e-4,1e-1)"'`; `'model.lr=interval(1e-4,1e-1)'` says
 the same.
 
-Hydra imports every plugin module whenever any command starts, so optuna (0.4 s to import) is
+Hydra imports every plugin module whenever any command starts, so optuna (slow to import) is
 imported inside the functions that use it. Hydra runs this module before it is in sys.modules,
 where a dataclass cannot have a string annotation (dataclasses looks the module up): hence no
 `from __future__ import annotations`, and Optuna's types quoted only in signatures.

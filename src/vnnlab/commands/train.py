@@ -104,7 +104,7 @@ def import_job_code() -> None:
     with the garbage collector paused, then freeze what was loaded. The imports create several
     hundred thousand objects that live until exit: while they load, the collector would walk
     them again and again to free almost nothing, and every later full collection (during
-    training, and at exit) would walk them once more. benchmarks/results/ has the figures."""
+    training, and at exit) would walk them once more (the README's performance section)."""
     gc.disable()
     try:
         import mlflow.store.tracking.sqlalchemy_store  # noqa: F401  (the default SQLite store)

@@ -109,8 +109,8 @@ class DurableCheckpointIO(TorchCheckpointIO):
     """Checkpoints written whole or not at all: to a temporary name in the same folder, then
     renamed over the old file (atomic on one file system). A process killed mid-write
     (SIGKILL, the OOM killer) leaves the previous checkpoint intact. No fsync: the page cache
-    outlives the process, and an fsync per epoch cost 66 ms, a third of a small model's epoch;
-    only a crash of the machine itself could lose the newest checkpoint."""
+    outlives the process, so only a crash of the machine itself could lose the newest
+    checkpoint, and an fsync every epoch would cost a small model a large share of its epoch."""
 
     def save_checkpoint(
         self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None

@@ -64,8 +64,8 @@ def job_name(overrides: list[str], sweep: Sweep | None) -> str:
 
 
 def threads_per_job(n_jobs: Any) -> int | None:
-    """cores / parallel jobs for a job of a parallel launcher (two jobs with 2 threads each
-    ran 4× slower on 2 cores than with 1 each: DESIGN.md); None: leave torch's default."""
+    """cores / parallel jobs for a job of a parallel launcher, so that parallel jobs do not
+    oversubscribe the cores (DESIGN.md, measured traps); None: leave torch's default."""
     if not isinstance(n_jobs, int) or n_jobs == 1:
         return None
     cores = os.cpu_count() or 1
