@@ -10,7 +10,7 @@ import pytest
 from hydra.utils import get_class
 from omegaconf import OmegaConf
 
-from vnnlab.cli import CONFIG_DIR
+from vnnlab import CONFIG_DIR
 from vnnlab.data.base import VNNDataModule
 from vnnlab.models.base import VNNModule
 
@@ -19,19 +19,14 @@ ENVIRONMENT = {"root"}  # read from $VNNLAB_DATA_ROOT, not a constant
 
 
 def signature_defaults(cls: type) -> dict:
-    """Defaults of cls.__init__ and of every __init__ its **kwargs reach along the MRO."""
-    defaults = {}
-    for klass in cls.__mro__:
-        init = klass.__dict__.get("__init__")
-        if init is None or klass.__module__.split(".")[0] != "vnnlab":
-            continue
-        parameters = inspect.signature(init).parameters.values()
-        for p in parameters:
-            if p.default is not inspect.Parameter.empty and p.name not in defaults:
-                defaults[p.name] = list(p.default) if isinstance(p.default, tuple) else p.default
-        if all(p.kind != p.VAR_KEYWORD for p in parameters):
-            break  # no **kwargs: the classes above receive nothing from the config
-    return defaults
+    """The defaults of the class's own signature, which lists every knob (no **kwargs)."""
+    parameters = inspect.signature(cls).parameters.values()
+    assert all(p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) for p in parameters), cls
+    return {
+        p.name: list(p.default) if isinstance(p.default, tuple) else p.default
+        for p in parameters
+        if p.default is not p.empty
+    }
 
 
 CONFIG_FILES = sorted(Path(CONFIG_DIR).glob("[md]*/*.yaml"))

@@ -98,29 +98,12 @@ def trainer_hints() -> dict[str, Any]:
 
 
 def signature_hints(cls: type) -> dict[str, Any]:
-    """Annotations of cls.__init__ and of each vnnlab __init__ up the MRO that a `**kwargs`
-    passes arguments on to: exactly the keys the class accepts."""
-    hints: dict[str, Any] = {}
-    for init in _forwarding_inits(cls):
-        annotations = typing.get_type_hints(init, include_extras=True)
-        for name, parameter in inspect.signature(init).parameters.items():
-            if parameter.kind not in (parameter.VAR_KEYWORD, parameter.VAR_POSITIONAL):
-                hints.setdefault(name, annotations.get(name, Any))  # a subclass's wins
-    hints.pop("self", None)
-    return hints
-
-
-def _forwarding_inits(cls: type) -> list[Any]:
-    inits = []
-    for klass in cls.__mro__:
-        init = klass.__dict__.get("__init__")
-        if init is None or not klass.__module__.startswith("vnnlab"):
-            continue
-        inits.append(init)
-        kinds = {p.kind for p in inspect.signature(init).parameters.values()}
-        if inspect.Parameter.VAR_KEYWORD not in kinds:
-            break  # nothing more reaches the classes above
-    return inits
+    """Annotations of cls.__init__'s parameters: exactly the keys the class accepts (every
+    vnnlab class lists its knobs in its own signature, with no **kwargs)."""
+    annotations = typing.get_type_hints(cls.__init__, include_extras=True)
+    parameters = inspect.signature(cls.__init__).parameters.values()
+    named = [p.name for p in parameters if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+    return {name: annotations.get(name, Any) for name in named[1:]}  # after self
 
 
 def check_value(key: str, value: Any, annotation: Any) -> None:

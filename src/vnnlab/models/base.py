@@ -36,6 +36,9 @@ class VNNModule(pl.LightningModule):
       means over examples, and values computed from the others (e.g. rmse = √mse);
     - `use_training_inputs(x)`, `reference_metrics(info)`, `figures(info, train, test)`
       (optional): what a model computes from the data it is handed, see each below.
+
+    Each subclass lists the optimiser knobs of `VNNModule.__init__` in its own signature (the
+    config's keys are exactly its parameters) and passes them on.
     """
 
     needs_target: ClassVar[Target]  # the targets it trains on; None: inputs only

@@ -15,6 +15,7 @@ from typing import Any, Literal
 from torch import Tensor
 
 from vnnlab.errors import bad_value
+from vnnlab.models.base import DecayFactor, LRSchedule, Momentum, Optimizer
 from vnnlab.models.layers import Activation, BayesianMLP, Estimator
 from vnnlab.models.losses import categorical_nll, gaussian_nll, negative_elbo_per_point
 from vnnlab.models.tasks import ClassificationModule, RegressionModule
@@ -84,10 +85,10 @@ class BNNRegressor(BayesByBackprop, RegressionModule):
         mc_samples: PositiveInt = 1,
         kl: KLMethod = "closed_form",
         predict_samples: PositiveInt = 100,
-        lr: Positive = 3e-3,
-        **optim,
-    ):
-        super().__init__(lr=lr, **optim)
+        lr: Positive = 3e-3, optimizer: Optimizer = "adam", momentum: Momentum = 0.0,
+        nesterov: bool = False, lr_schedule: LRSchedule = "cosine", lr_gamma: DecayFactor = 0.95,
+    ):  # fmt: skip
+        super().__init__(lr, optimizer, momentum, nesterov, lr_schedule, lr_gamma)
         self.save_hyperparameters(logger=False)
         self.noise_var = sigma2
         self._build_network(
@@ -123,9 +124,10 @@ class BNNClassifier(BayesByBackprop, ClassificationModule):
         mc_samples: PositiveInt = 1,
         kl: KLMethod = "closed_form",
         predict_samples: PositiveInt = 20,
-        **optim,
-    ):
-        super().__init__(**optim)
+        lr: Positive = 1e-3, optimizer: Optimizer = "adam", momentum: Momentum = 0.0,
+        nesterov: bool = False, lr_schedule: LRSchedule = "cosine", lr_gamma: DecayFactor = 0.95,
+    ):  # fmt: skip
+        super().__init__(lr, optimizer, momentum, nesterov, lr_schedule, lr_gamma)
         self.save_hyperparameters(logger=False)
         self._build_network(
             in_features, out_features, n_train, hidden, activation,

@@ -4,6 +4,7 @@ from collections.abc import Sequence
 
 from torch import Tensor
 
+from vnnlab.models.base import DecayFactor, LRSchedule, Momentum, Optimizer
 from vnnlab.models.layers import Activation, make_mlp
 from vnnlab.models.losses import categorical_nll, correct, squared_error
 from vnnlab.models.tasks import ClassificationModule, RegressionModule
@@ -20,10 +21,10 @@ class MLPRegressor(RegressionModule):
         out_features: int,
         hidden: Sequence[PositiveInt] = (50, 50),
         activation: Activation = "tanh",
-        lr: Positive = 3e-3,
-        **optim,
-    ):
-        super().__init__(lr=lr, **optim)
+        lr: Positive = 3e-3, optimizer: Optimizer = "adam", momentum: Momentum = 0.0,
+        nesterov: bool = False, lr_schedule: LRSchedule = "cosine", lr_gamma: DecayFactor = 0.95,
+    ):  # fmt: skip
+        super().__init__(lr, optimizer, momentum, nesterov, lr_schedule, lr_gamma)
         self.save_hyperparameters(logger=False)
         self.net = make_mlp(in_features, hidden, out_features, activation)
 
@@ -45,9 +46,10 @@ class MLPClassifier(ClassificationModule):
         out_features: int,
         hidden: Sequence[PositiveInt] = (400, 400),
         activation: Activation = "relu",
-        **optim,
-    ):
-        super().__init__(**optim)
+        lr: Positive = 1e-3, optimizer: Optimizer = "adam", momentum: Momentum = 0.0,
+        nesterov: bool = False, lr_schedule: LRSchedule = "cosine", lr_gamma: DecayFactor = 0.95,
+    ):  # fmt: skip
+        super().__init__(lr, optimizer, momentum, nesterov, lr_schedule, lr_gamma)
         self.save_hyperparameters(logger=False)
         self.net = make_mlp(in_features, hidden, out_features, activation)
 

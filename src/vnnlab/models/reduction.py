@@ -10,6 +10,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from vnnlab.models.base import DecayFactor, LRSchedule, Momentum, Optimizer
 from vnnlab.models.layers import Activation, make_mlp
 from vnnlab.models.losses import (
     largest_principal_angle,
@@ -72,10 +73,10 @@ class Autoencoder(ReductionModule):
         latent_dim: PositiveInt = 8,
         hidden: Sequence[PositiveInt] = (400,),
         activation: Activation = "relu",
-        lr: Positive = 1e-3,
-        **optim,
-    ):
-        super().__init__(lr=lr, **optim)
+        lr: Positive = 1e-3, optimizer: Optimizer = "adam", momentum: Momentum = 0.0,
+        nesterov: bool = False, lr_schedule: LRSchedule = "cosine", lr_gamma: DecayFactor = 0.95,
+    ):  # fmt: skip
+        super().__init__(lr, optimizer, momentum, nesterov, lr_schedule, lr_gamma)
         self.save_hyperparameters(logger=False)
         self.encoder = make_mlp(in_features, hidden, latent_dim, activation)
         self.decoder = make_mlp(latent_dim, list(reversed(hidden)), in_features, activation)
@@ -95,8 +96,14 @@ class LinearAutoencoder(ReductionModule):
     subspace, and `orthogonality_defect`, ‖WᵀW − I‖_F of its decoder.
     """
 
-    def __init__(self, in_features: int, latent_dim: PositiveInt = 8, lr: Positive = 1e-2, **optim):
-        super().__init__(lr=lr, **optim)
+    def __init__(
+        self,
+        in_features: int,
+        latent_dim: PositiveInt = 8,
+        lr: Positive = 1e-2, optimizer: Optimizer = "adam", momentum: Momentum = 0.0,
+        nesterov: bool = False, lr_schedule: LRSchedule = "cosine", lr_gamma: DecayFactor = 0.95,
+    ):  # fmt: skip
+        super().__init__(lr, optimizer, momentum, nesterov, lr_schedule, lr_gamma)
         self.save_hyperparameters(logger=False)
         self.encoder = nn.Linear(in_features, latent_dim)
         self.decoder = nn.Linear(latent_dim, in_features)  # weight W: (n, m)

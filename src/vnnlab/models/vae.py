@@ -24,7 +24,7 @@ from torchmetrics.utilities import dim_zero_cat
 from vnnlab import plots
 from vnnlab.data.base import DataInfo
 from vnnlab.errors import bad_value
-from vnnlab.models.base import LRSchedule
+from vnnlab.models.base import DecayFactor, LRSchedule, Momentum, Optimizer
 from vnnlab.models.layers import ACTIVATIONS, Activation, make_mlp
 from vnnlab.models.losses import active_units as count_active_units
 from vnnlab.models.losses import (
@@ -77,13 +77,12 @@ class VAE(ReductionModule):
         mc_samples: PositiveInt = 1,
         is_samples: PositiveInt = 100,
         is_points: NonNegativeInt = 1000,
-        lr: Positive = 1e-3,
-        lr_schedule: LRSchedule = "none",
-        **optim,
-    ):
-        # A constant step by default: on MNIST (784-400-20, 10 epochs) cosine decay ended at
-        # 107.3 nats of test −ELBO against 105.6 with a constant lr (benchmarks/results).
-        super().__init__(lr=lr, lr_schedule=lr_schedule, **optim)
+        # lr_schedule="none", a constant step: on MNIST (784-400-20, 10 epochs) cosine decay
+        # ended at 107.3 nats of test −ELBO against 105.6 with a constant lr (benchmarks/results).
+        lr: Positive = 1e-3, optimizer: Optimizer = "adam", momentum: Momentum = 0.0,
+        nesterov: bool = False, lr_schedule: LRSchedule = "none", lr_gamma: DecayFactor = 0.95,
+    ):  # fmt: skip
+        super().__init__(lr, optimizer, momentum, nesterov, lr_schedule, lr_gamma)
         self.save_hyperparameters(logger=False)
         self.trunk = nn.Sequential(
             make_mlp(in_features, hidden[:-1], hidden[-1], activation), ACTIVATIONS[activation]()
