@@ -104,6 +104,7 @@ def untracked_epochs(overrides: list[str], folder: Path) -> list[float]:
     datamodule, model = build_data_and_model(cfg)
     with quiet_dependencies():
         trainer = build_trainer(cfg, Path(tempfile.mkdtemp(dir=folder)), [clock])
+        model.use_training_inputs(datamodule.split("train")[0])  # as train() does (PCA)
         trainer.fit(model, datamodule=datamodule)
     return [seconds for seconds, _ in clock.timed_epochs()]
 
