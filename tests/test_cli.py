@@ -156,6 +156,14 @@ def test_the_command_line_and_a_sweeps_parent_load_no_torch():
     assert result.stdout.split() == ["[]", "[]"]
 
 
+@pytest.mark.parametrize("module", ["vnnlab", "vnnlab.train"])
+def test_python_dash_m_runs_the_command(tmp_path, module):
+    result = subprocess.run([sys.executable, "-m", module, "model=pca", "--cfg", "job"],
+                            cwd=tmp_path, capture_output=True, text=True)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "_target_: vnnlab.models.reduction.PCA" in result.stdout
+
+
 def test_help_lists_the_models_data_sets_and_examples(tmp_path, capfd, monkeypatch):
     command = InProcessCommand(tmp_path / "empty", capfd, monkeypatch)
     result = command.run("--help")
