@@ -6,7 +6,9 @@ or boolean labels, or integers with at most 20 distinct values, are classes). In
 standardised with the training split's mean and standard deviation (the data module's state, so
 a checkpoint carries them for vnnlab-predict); a regression target stays on its own scale, so
 every regression metric is in the target's units. Rows are split train/val/test by seeded
-fractions, or by a column whose values are train, val and test.
+fractions, or by a column whose values are train, val and test; a table of repeated splits
+carries one such column per split, `data.split_column` picks one and the others are no inputs
+(a sweep over `data.split_column` is then one study: vnnlab-compare --over data.split_column).
 """
 
 from collections.abc import Mapping, Sequence
@@ -152,6 +154,8 @@ class TabularDataModule(VNNDataModule):
         if self.features is not None:
             return list(self.features)
         excluded = {*self.targets, *self.drop, self.split_column}
+        if self.split_column is not None:  # a table of repeated splits: the others are no inputs
+            excluded |= {column for column in table.columns if _names_splits(table[column])}
         return [column for column in table.columns if column not in excluded]
 
     def _task(self, table: pd.DataFrame) -> str | None:
@@ -229,6 +233,14 @@ class TabularDataModule(VNNDataModule):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.scaling = dict(state_dict)
+
+
+def _names_splits(column: pd.Series) -> bool:
+    """A column of split names (train, val, test), as a table of repeated splits has one per
+    split."""
+    if pd.api.types.is_numeric_dtype(column):
+        return False
+    return set(column.astype(str).str.strip().str.lower()) <= set(SPLITS)
 
 
 def _looks_like_classes(column: pd.Series) -> bool:
