@@ -8,7 +8,18 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from vnnlab.errors import BadInputError
-from vnnlab.sweep.compare import CSV, MARKDOWN, find_sweep, log_comparison, to_csv, to_markdown
+from vnnlab.sweep.aggregate import SUMMARY_CSV, SUMMARY_MD, flat, log_summary, summarize
+from vnnlab.sweep.compare import (
+    CSV,
+    MARKDOWN,
+    child_runs,
+    find_sweep,
+    log_comparison,
+    swept_parameters,
+    table_of,
+    to_csv,
+    to_markdown,
+)
 from vnnlab.tracking.store import open_existing_store, resolve_tracking_uri
 
 
@@ -34,6 +45,17 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--group", metavar="PARAM", help="one line per value of this param")
     parser.add_argument("--out", type=Path, default=Path("."), metavar="DIR",
                         help="where comparison.csv and comparison.md go (default: .)")  # fmt: skip
+    study = parser.add_argument_group(
+        "a study over repeated splits or seeds (summary.md, summary.csv, summary.png)"
+    )
+    study.add_argument("--over", metavar="KEY",
+                       help="report test metrics as mean ± s.e. over this swept key "
+                       "(data.split_column, seed)")  # fmt: skip
+    study.add_argument("--select", metavar="METRIC",
+                       help="with --over: per value of KEY, the run with the smallest METRIC "
+                       "(a validation metric) is the one reported")  # fmt: skip
+    study.add_argument("--select-largest", action="store_true",
+                       help="select the largest METRIC instead (val/acc, val/elbo)")  # fmt: skip
     return parser
 
 
@@ -48,10 +70,20 @@ def main(argv: Sequence[str] | None = None) -> None:
         rows, logged = log_comparison(
             client, parent, args.sort, args.descending, args.metric, args.x, args.group
         )
+        if args.over is not None:
+            summary, x = _summary(client, parent, args)
+            logged += log_summary(client, parent.info.run_id, summary, x)
     except BadInputError as error:
         print(f"vnnlab-compare: {error}", file=sys.stderr)
         sys.exit(2)
-    print(to_markdown(rows))
+    if args.over is not None:
+        print(to_markdown(summary))
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / SUMMARY_MD).write_text(to_markdown(summary) + "\n", encoding="utf-8")
+        to_csv(flat(summary), args.out / SUMMARY_CSV)
+        print(f"wrote {args.out / SUMMARY_CSV} and {args.out / SUMMARY_MD}", file=sys.stderr)
+    else:
+        print(to_markdown(rows))
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / MARKDOWN).write_text(to_markdown(rows) + "\n", encoding="utf-8")
     to_csv(rows, args.out / CSV)
@@ -60,3 +92,17 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(f"sweep {info.run_name!r} ({info.run_id}): {len(rows)} runs", file=sys.stderr)
     print(f"wrote {args.out / CSV} and {args.out / MARKDOWN}", file=sys.stderr)
     print(f"logged {', '.join(logged)} to {info.artifact_uri}", file=sys.stderr)
+
+
+def _summary(client, parent, args: argparse.Namespace) -> tuple[list[dict], str | None]:
+    """The study's summary rows, and the key its figure puts on x (None: a single row)."""
+    if args.select_largest and args.select is None:
+        raise BadInputError("--select-largest needs --select METRIC")
+    children = child_runs(client, parent)
+    swept = swept_parameters(parent, children)
+    rows = table_of(children, swept, also=(args.over, args.select))
+    tests = [key for key in rows[0] if key.startswith("test/")] if rows else []
+    metrics = [args.metric] if args.metric else tests
+    by = [] if args.select else [key for key in swept if key != args.over]
+    summary = summarize(rows, args.over, metrics, by, args.select, args.select_largest)
+    return summary, (by[0] if by else None)

@@ -1,0 +1,160 @@
+"""A study's result as the literature reports it: over repeated train/test splits (or seeds),
+each split's hyper-parameters chosen by a validation metric, the test metrics as mean ±
+standard error over the splits.
+
+Works on the rows of a sweep's comparison table (vnnlab.sweep.compare: one dict per child
+run, params and metrics by name). Two questions:
+- `--over data.split_column --select val/nll`: per split, the row with the best validation
+  metric; then mean ± s.e. of each test metric over the chosen rows (one line);
+- `--over seed`: per setting of the other swept keys, mean ± s.e. over seeds (one line each).
+"""
+
+import math
+import statistics
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from matplotlib.figure import Figure
+from mlflow.entities import Metric
+from mlflow.tracking import MlflowClient
+
+from vnnlab.errors import BadInputError
+from vnnlab.sweep.compare import csv_text, to_markdown
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """The mean of n values and its standard error s/√n (s: the sample standard deviation,
+    n − 1 in its denominator); se is NaN for a single value."""
+
+    mean: float
+    se: float
+    n: int
+
+    @classmethod
+    def of(cls, values: Sequence[float]) -> "Estimate":
+        n = len(values)
+        se = statistics.stdev(values) / math.sqrt(n) if n > 1 else math.nan
+        return cls(statistics.fmean(values), se, n)
+
+    def __str__(self) -> str:
+        return f"{self.mean:.4g} ± {self.se:.2g}"
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def chosen_per_group(
+    rows: Sequence[dict[str, Any]], over: str, select: str, largest: bool = False
+) -> list[dict[str, Any]]:
+    """Per value of `over` (a split, a seed), the row with the smallest `select` (the largest
+    with `largest`), in the order the values first appear. Rows without a finite `select`
+    are never chosen; a value none of whose rows has one is left out."""
+    best: dict[Any, dict[str, Any]] = {}
+    for row in rows:
+        value, score = row.get(over), row.get(select)
+        if value is None or not _finite(score):
+            continue
+        held = best.get(value)
+        if held is None or (score > held[select] if largest else score < held[select]):
+            best[value] = row
+    return list(best.values())
+
+
+def summarize(
+    rows: Sequence[dict[str, Any]],
+    over: str,
+    metrics: Sequence[str],
+    by: Sequence[str] = (),
+    select: str | None = None,
+    largest: bool = False,
+) -> list[dict[str, Any]]:
+    """Summary rows: with `select`, one row over the rows chosen per value of `over`; without,
+    one row per setting of the keys `by`, over its rows (one per value of `over`). Each holds
+    the `by` values, `n` and an Estimate per metric (over the rows where it is finite)."""
+    if not any(row.get(over) is not None for row in rows):
+        raise BadInputError(f"no run of this sweep has {over!r} to aggregate over")
+    if select is not None:
+        chosen = chosen_per_group(rows, over, select, largest)
+        if not chosen:
+            raise BadInputError(f"no run of this sweep has a number for {select!r} to select by")
+        return [
+            _summary({"selected by": f"{'max' if largest else 'min'} {select}"}, chosen, metrics)
+        ]
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault(tuple(row.get(key) for key in by), []).append(row)
+    return [
+        _summary(dict(zip(by, key, strict=True)), group, metrics) for key, group in groups.items()
+    ]
+
+
+def _summary(
+    head: dict[str, Any], rows: Sequence[dict[str, Any]], metrics: Sequence[str]
+) -> dict[str, Any]:
+    summary = dict(head) | {"n": len(rows)}
+    for metric in metrics:
+        values = [row[metric] for row in rows if _finite(row.get(metric))]
+        summary[metric] = Estimate.of(values) if values else None
+    return summary
+
+
+def flat(summary: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Estimates as two columns each, `<metric> mean` and `<metric> se` (for CSV)."""
+    rows = []
+    for row in summary:
+        out: dict[str, Any] = {}
+        for key, value in row.items():
+            if isinstance(value, Estimate):
+                out |= {f"{key} mean": value.mean, f"{key} se": value.se}
+            else:
+                out[key] = value
+        rows.append(out)
+    return rows
+
+
+def summary_figure(summary: Sequence[dict[str, Any]], metric: str, x: str | None) -> Figure:
+    """`metric`'s mean ± s.e. against the setting `x` (one point per summary row), or, for a
+    single row, as one point with its error bar."""
+    points = [(row.get(x) if x else "", row[metric]) for row in summary if row.get(metric)]
+    if not points:
+        raise BadInputError(f"nothing to plot: no summary has a value for {metric!r}")
+    figure = Figure(figsize=(6, 4), layout="constrained")
+    ax = figure.subplots()
+    labels = [str(value) for value, _ in points]
+    ax.errorbar(range(len(points)), [e.mean for _, e in points], yerr=[e.se for _, e in points],
+                marker="o", capsize=4, linestyle="-" if len(points) > 1 else "none")  # fmt: skip
+    ax.set_xticks(range(len(points)), labels)
+    ax.set_xlabel(x or "")
+    ax.set_ylabel(f"{metric} (mean ± s.e.)")
+    return figure
+
+
+SUMMARY_MD, SUMMARY_CSV, SUMMARY_PNG = "summary.md", "summary.csv", "summary.png"
+
+
+def log_summary(
+    client: MlflowClient, parent_run_id: str, summary: list[dict[str, Any]], x: str | None
+) -> list[str]:
+    """summary.md, summary.csv and summary.png to the sweep's parent run (returned: what was
+    logged); a single summary row (hyper-parameters selected per split) also as the parent's
+    metrics `<metric>_mean` and `<metric>_se`, so that the run list shows the study's result."""
+    client.log_text(parent_run_id, to_markdown(summary), SUMMARY_MD)
+    client.log_text(parent_run_id, csv_text(flat(summary)), SUMMARY_CSV)
+    logged = [SUMMARY_MD, SUMMARY_CSV]
+    estimated = [key for key, value in summary[0].items() if isinstance(value, Estimate)]
+    if estimated:
+        client.log_figure(parent_run_id, summary_figure(summary, estimated[0], x), SUMMARY_PNG)
+        logged.append(SUMMARY_PNG)
+    if len(summary) == 1:
+        now = int(time.time() * 1000)
+        values = {f"{key}_{part}": getattr(summary[0][key], part)
+                  for key in estimated for part in ("mean", "se")}  # fmt: skip
+        finite = [
+            Metric(key, value, now, 0) for key, value in values.items() if math.isfinite(value)
+        ]
+        client.log_batch(parent_run_id, metrics=finite)
+    return logged

@@ -1,0 +1,120 @@
+"""A study over repeated splits: a sweep over a table's split columns, each split's setting
+chosen by its validation metric, the test metrics as mean ± s.e. (vnnlab-compare --over)."""
+
+import csv
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from vnnlab import tags
+from vnnlab.commands import compare
+from vnnlab.errors import BadInputError
+from vnnlab.run.load import load_run
+from vnnlab.sweep.aggregate import Estimate, chosen_per_group, summarize
+
+ROWS = [  # two splits × two learning rates; split "b" has no val/loss for lr 0.1 (a failed run)
+    {"split": "a", "lr": 0.01, "val/loss": 2.0, "test/mse": 1.0},
+    {"split": "a", "lr": 0.1, "val/loss": 1.0, "test/mse": 3.0},
+    {"split": "b", "lr": 0.01, "val/loss": 5.0, "test/mse": 6.0},
+    {"split": "b", "lr": 0.1, "val/loss": None, "test/mse": 0.5},
+    {"split": "c", "lr": 0.01, "val/loss": 4.0, "test/mse": 10.0},
+    {"split": "c", "lr": 0.1, "val/loss": 4.5, "test/mse": 2.0},
+]
+
+
+def test_each_split_reports_the_run_its_validation_metric_chose():
+    chosen = chosen_per_group(ROWS, "split", "val/loss")
+    assert [(row["split"], row["lr"]) for row in chosen] == [("a", 0.1), ("b", 0.01), ("c", 0.01)]
+    largest = chosen_per_group(ROWS, "split", "val/loss", largest=True)
+    assert [(row["split"], row["lr"]) for row in largest] == [("a", 0.01), ("b", 0.01), ("c", 0.1)]
+
+
+def test_mean_and_standard_error_against_a_hand_computation():
+    [summary] = summarize(ROWS, "split", ["test/mse"], select="val/loss")
+    values = [3.0, 6.0, 10.0]  # the chosen runs' test/mse
+    mean = sum(values) / 3
+    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / 2)
+    assert summary["n"] == 3 and summary["selected by"] == "min val/loss"
+    assert summary["test/mse"].mean == pytest.approx(mean)
+    assert summary["test/mse"].se == pytest.approx(sd / math.sqrt(3))
+    assert str(Estimate(6.333, 2.03, 3)) == "6.333 ± 2"
+
+
+def test_without_selection_each_setting_is_summarized_over_the_splits():
+    by_lr = summarize(ROWS, "split", ["test/mse"], by=["lr"])
+    assert [(row["lr"], row["n"]) for row in by_lr] == [(0.01, 3), (0.1, 3)]
+    assert by_lr[1]["test/mse"].mean == pytest.approx((3.0 + 0.5 + 2.0) / 3)
+    assert math.isnan(Estimate.of([4.0]).se)  # one value has no standard error
+    with pytest.raises(BadInputError, match="'seed' to aggregate over"):
+        summarize(ROWS, "seed", ["test/mse"])
+
+
+def split_table(path, n_splits=3, n=120):
+    """y = x₁ − 2 x₂ + noise, with one train/val/test column per split (seeded shuffles)."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(n, 2))
+    table = pd.DataFrame({"x1": x[:, 0], "x2": x[:, 1]})
+    table["y"] = x[:, 0] - 2 * x[:, 1] + rng.normal(0, 0.1, n)
+    for split in range(n_splits):
+        names = np.array(["train"] * 80 + ["val"] * 20 + ["test"] * 20)
+        table[f"split_{split}"] = rng.permutation(names)
+    table.to_csv(path, index=False)
+
+
+def test_a_sweep_over_split_columns_is_one_study(command, tmp_path, capfd):
+    split_table(tmp_path / "table.csv")
+    result = command.run(
+        "-m", "model=mlp_regressor", "data=tabular", "data.path=table.csv", "data.target=y",
+        "data.split_column=split_0,split_1,split_2", "model.lr=0.001,0.03",
+        "trainer.max_epochs=2", "trainer.enable_progress_bar=false",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    runs = command.runs()
+    [parent] = [r for r in runs if r.data.tags[tags.SWEEP_ROLE] == tags.PARENT]
+    children = [r for r in runs if r.data.tags.get(tags.PARENT_RUN) == parent.info.run_id]
+    assert len(children) == 6
+    assert {r.data.params["data.split_column"] for r in children} == {"split_0", "split_1",
+                                                                       "split_2"}  # fmt: skip
+    _, checkpoint = load_run(children[0].info.run_id)
+    assert checkpoint["TabularDataModule"]["inputs"] == ["x1", "x2"]  # no other split column
+
+    capfd.readouterr()
+    argv = [parent.info.run_id, "--over", "data.split_column", "--select", "val/loss",
+            "--out", str(tmp_path / "out")]  # fmt: skip
+    compare.main(argv)
+    printed = capfd.readouterr().out
+    assert "min val/loss" in printed and " ± " in printed
+
+    chosen = {}
+    for child in children:  # by hand: per split, the child with the smallest val/loss
+        split, score = child.data.params["data.split_column"], child.data.metrics["val/loss"]
+        if split not in chosen or score < chosen[split].data.metrics["val/loss"]:
+            chosen[split] = child
+    values = [child.data.metrics["test/mse"] for child in chosen.values()]
+    mean = sum(values) / 3
+    se = math.sqrt(sum((v - mean) ** 2 for v in values) / 2 / 3)
+    with open(tmp_path / "out" / "summary.csv") as file:
+        [row] = list(csv.DictReader(file))
+    assert float(row["test/mse mean"]) == pytest.approx(mean)
+    assert float(row["test/mse se"]) == pytest.approx(se)
+    logged = command.client().get_run(parent.info.run_id).data.metrics
+    assert logged["test/mse_mean"] == pytest.approx(mean)
+    artifacts = {a.path for a in command.client().list_artifacts(parent.info.run_id)}
+    assert {"summary.md", "summary.csv", "summary.png"} <= artifacts
+
+
+def test_a_study_refuses_what_it_cannot_aggregate_in_one_line(command, capfd):
+    command.run("-m", "model=mlp_regressor", "model.lr=0.001,0.01", "trainer.max_epochs=1",
+                "data.n_train=64", "trainer.enable_progress_bar=false")  # fmt: skip
+    capfd.readouterr()
+    for argv, message in [
+        (["--over", "data.split_column"], "no run of this sweep has 'data.split_column'"),
+        (["--over", "model.lr", "--select-largest"], "--select-largest needs --select METRIC"),
+    ]:
+        with pytest.raises(SystemExit) as stop:
+            compare.main(argv)
+        assert stop.value.code == 2
+        [line] = capfd.readouterr().err.strip().splitlines()
+        assert message in line
