@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from helpers import CLI, InProcessCommand, MlflowServer
+from helpers import CLI, InProcessCommand, MlflowServer, PostgresServer
 
 
 @pytest.fixture(scope="session")
@@ -47,6 +47,26 @@ def mlflow_server(tmp_path_factory):
     """The URL of a real `mlflow server` on 127.0.0.1 shared by the tests of a session (each
     writes to an experiment of its own)."""
     server = MlflowServer(tmp_path_factory.mktemp("server"))
+    server.start()
+    yield server.url
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A real PostgreSQL on 127.0.0.1 for the session (each user makes a database of its own)."""
+    server = PostgresServer()
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def team_server(postgres, tmp_path_factory):
+    """The URL of a real `mlflow server` as a team runs it: its store in PostgreSQL, artifacts
+    proxied (clients need no database or storage credentials), two workers."""
+    folder = tmp_path_factory.mktemp("team-server")
+    server = MlflowServer(folder, backend_store_uri=postgres.create_database("mlflow"), workers=2)
     server.start()
     yield server.url
     server.stop()

@@ -1,16 +1,20 @@
 """What the tests share: small configs, the command run in this process or as a real process,
-a real `mlflow server`, and reading runs back from a store."""
+a real `mlflow server` (on SQLite or on a real PostgreSQL), and reading runs back from a store."""
 
 import os
+import pwd
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+import psycopg
 import pytest
 from hydra import compose, initialize_config_dir
 from mlflow.entities import Run
@@ -153,20 +157,24 @@ class MlflowServer:
     """A real `mlflow server` on 127.0.0.1 with its store and artifacts in `folder`; it can be
     stopped and started again on the same port, as a server that goes away and comes back."""
 
-    def __init__(self, folder: Path):
+    def __init__(self, folder: Path, backend_store_uri: str | None = None, workers: int = 1):
         self.folder = folder
+        self.backend_store_uri = backend_store_uri or f"sqlite:///{folder / 'server.db'}"
+        self.workers = workers
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        self.log = folder / "server.log"  # a file, not a pipe: a pipe nobody reads fills and blocks
         self.process: subprocess.Popen | None = None
 
     def start(self, timeout: float = 90) -> None:
         command = [
             sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1",
-            "--port", str(self.port), "--workers", "1",
-            "--backend-store-uri", f"sqlite:///{self.folder / 'server.db'}",
+            "--port", str(self.port), "--workers", str(self.workers),
+            "--backend-store-uri", self.backend_store_uri,
             "--artifacts-destination", str(self.folder / "server-artifacts"),
         ]  # fmt: skip
-        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        with self.log.open("ab") as log:
+            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
@@ -175,10 +183,92 @@ class MlflowServer:
             except OSError:
                 time.sleep(0.5)
         self.process.kill()
-        pytest.fail(f"mlflow server did not start: {self.process.communicate()[1][-2000:]}")
+        self.process.wait()
+        pytest.fail(f"mlflow server did not start: {self.log.read_text()[-2000:]}")
 
     def stop(self) -> None:
         if self.process is not None:
             self.process.terminate()
             self.process.communicate(timeout=30)
             self.process = None
+
+
+def postgres_bindir() -> Path:
+    """The folder of PostgreSQL's server programs: Debian's newest /usr/lib/postgresql/<major>/bin
+    (package postgresql, which .ci/run installs), else where `postgres` is on the PATH."""
+    debian = [p.parent for p in Path("/usr/lib/postgresql").glob("*/bin/postgres")]
+    debian.sort(key=lambda folder: int(folder.parent.name) if folder.parent.name.isdigit() else 0)
+    on_path = shutil.which("postgres")
+    if debian or on_path:
+        return debian[-1] if debian else Path(on_path).parent
+    pytest.fail("no PostgreSQL server programs: apt-get install postgresql (.ci/run does)")
+
+
+class PostgresServer:
+    """A real PostgreSQL on 127.0.0.1, a cluster of its own in a fresh folder, trust
+    authentication for the user `postgres`. PostgreSQL refuses to run as root: as root, its
+    programs run as the system user `postgres` (Debian's package makes it), in a folder under
+    /tmp that user owns (pytest's tmp_path is root's alone)."""
+
+    SUPERUSER = "postgres"
+
+    def __init__(self, settings: dict[str, str] | None = None):
+        self.bindir = postgres_bindir()
+        self.port = free_port()
+        self.settings = settings or {}  # postgres -c key=value
+        self.folder = Path(tempfile.mkdtemp(prefix="vnnlab-postgres-"))
+        self.log = self.folder / "postgres.log"
+        self.as_user: dict = {}
+        if os.geteuid() == 0:
+            account = pwd.getpwnam("postgres")
+            os.chown(self.folder, account.pw_uid, account.pw_gid)
+            self.as_user = {"user": account.pw_uid, "group": account.pw_gid, "extra_groups": []}
+        self.process: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 60) -> None:
+        data = self.folder / "data"
+        subprocess.run(
+            [self.bindir / "initdb", "-D", data, "-U", self.SUPERUSER, "--auth=trust",
+             "--encoding=UTF8", "--no-sync"],
+            check=True, capture_output=True, **self.as_user,
+        )  # fmt: skip
+        options = [f"-c{key}={value}" for key, value in self.settings.items()]
+        command = [self.bindir / "postgres", "-D", data, "-h", "127.0.0.1",
+                   "-p", str(self.port), "-k", self.folder, *options]  # fmt: skip
+        with self.log.open("ab") as log:
+            self.process = subprocess.Popen(
+                command, stdout=log, stderr=subprocess.STDOUT, **self.as_user
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                psycopg.connect(self.uri("postgres", driver=""), connect_timeout=2).close()
+                return
+            except psycopg.OperationalError:
+                if self.process.poll() is not None:
+                    break
+                time.sleep(0.2)
+        self.stop()
+        pytest.fail(f"PostgreSQL did not start: {self.log.read_text()[-2000:]}")
+
+    def uri(self, database: str, driver: str = "+psycopg") -> str:
+        """SQLAlchemy's URL of `database` (psycopg 3), or libpq's with driver=""."""
+        return f"postgresql{driver}://{self.SUPERUSER}@127.0.0.1:{self.port}/{database}"
+
+    def create_database(self, name: str) -> str:
+        """A new empty database; its SQLAlchemy URL."""
+        with psycopg.connect(self.uri("postgres", driver=""), autocommit=True) as connection:
+            connection.execute(f'CREATE DATABASE "{name}"')
+        return self.uri(name)
+
+    def stop(self) -> None:
+        """Fast shutdown (SIGINT: sessions are ended, nothing is left half-written)."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+        shutil.rmtree(self.folder, ignore_errors=True)
