@@ -2,17 +2,17 @@
 parent run tagged with its swept keys, children with the flattened config and their metrics."""
 
 import csv
-import os
-import subprocess
-import sys
+import shutil
 from pathlib import Path
 
 import pytest
 from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 
-from vnnlab import compare, tracking
+from vnnlab.commands import compare as compare_command
 from vnnlab.errors import BadInputError
+from vnnlab.sweep import compare
+from vnnlab.tracking.store import experiment_id
 
 T0 = 1_700_000_000_000  # ms; every run starts at a known time so that order and durations are known
 CONFIG = {"model._target_": "vnnlab.models.bnn.BNNRegressor", "model.mc_samples": "8",
@@ -73,24 +73,21 @@ def make_sweep(client, experiment_id, start, params_tag, jobs):
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory):
-    """Experiment "vnnlab": an old sweep that names no keys (only mc_samples differs), then the
-    2×2 lr × σ² sweep; "groups": an older sweep over a config group; "other": the newest run,
-    outside any sweep."""
-    folder = tmp_path_factory.mktemp("store")
+def sweeps(tmp_path_factory, empty_store):
+    """A store of this module's own: experiment "vnnlab": an old sweep that names no keys (only
+    mc_samples differs), then the 2×2 lr × σ² sweep; "groups": an older sweep over a config
+    group; "other": the newest run, outside any sweep."""
+    folder = tmp_path_factory.mktemp("sweeps")
+    shutil.copyfile(empty_store, folder / "mlflow.db")
     uri = f"sqlite:///{folder / 'mlflow.db'}"
     client = MlflowClient(uri)
-    vnnlab = tracking.experiment_id(client, "vnnlab")
-    other = tracking.experiment_id(client, "other")
+    vnnlab = experiment_id(client, "vnnlab")
+    other = experiment_id(client, "other")
     old_jobs = [({"model.mc_samples": m}, {"test/mse": 1.0}, "FINISHED") for m in ("1", "16")]
     old = make_sweep(client, vnnlab, T0, "", old_jobs)
     latest = make_sweep(client, vnnlab, T0 + 1_000_000, "model.lr,model.sigma2", JOBS)
-    groups = make_sweep(
-        client, tracking.experiment_id(client, "groups"), T0 - 1, "model", GROUP_JOBS
-    )
-    choices = make_sweep(
-        client, tracking.experiment_id(client, "groups"), T0 - 2, "model", CHOICE_JOBS
-    )
+    groups = make_sweep(client, experiment_id(client, "groups"), T0 - 1, "model", GROUP_JOBS)
+    choices = make_sweep(client, experiment_id(client, "groups"), T0 - 2, "model", CHOICE_JOBS)
     lone = client.create_run(other, start_time=T0 + 2_000_000).info.run_id
     return {
         "uri": uri,
@@ -104,13 +101,13 @@ def store(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def client(store):
-    return MlflowClient(store["uri"])
+def client(sweeps):
+    return MlflowClient(sweeps["uri"])
 
 
 @pytest.fixture(scope="module")
-def parent(client, store):
-    return client.get_run(store["latest"])
+def parent(client, sweeps):
+    return client.get_run(sweeps["latest"])
 
 
 def test_rows_hold_the_swept_params_as_numbers_the_metrics_status_and_failure(client, parent):
@@ -145,26 +142,26 @@ def test_sorting_puts_runs_without_the_key_last_in_either_direction(client, pare
         compare.sweep_table(client, parent, sort_by="test/nope")
 
 
-def test_the_latest_sweep_is_the_default_and_an_id_picks_another(client, store):
-    latest = store["latest"]
+def test_the_latest_sweep_is_the_default_and_an_id_picks_another(client, sweeps):
+    latest = sweeps["latest"]
     assert compare.find_sweep(client, None, None).info.run_id == latest
     assert compare.find_sweep(client, None, "vnnlab").info.run_id == latest
-    old = compare.find_sweep(client, store["old"], None)
+    old = compare.find_sweep(client, sweeps["old"], None)
     rows = compare.sweep_table(client, old)  # no keys named: the params that differ
     assert [row["model.mc_samples"] for row in rows] == [1, 16]
     assert "model.lr" not in rows[0] and "data.batch_size" not in rows[0]
 
 
-def test_a_swept_config_group_is_shown_by_its_params_that_differ(client, store):
-    rows = compare.sweep_table(client, client.get_run(store["groups"]))
+def test_a_swept_config_group_is_shown_by_its_params_that_differ(client, sweeps):
+    rows = compare.sweep_table(client, client.get_run(sweeps["groups"]))
     assert [(row["model._target_"], row["model.sigma2"]) for row in rows] == [
         ("vnnlab.models.mlp.MLPRegressor", None), (CONFIG["model._target_"], 0.1)
     ]  # fmt: skip
     assert "model.mc_samples" not in rows[0]  # the same in both
 
 
-def test_a_swept_config_group_is_shown_by_its_choice_with_why_a_killed_run_stopped(client, store):
-    rows = compare.sweep_table(client, client.get_run(store["choices"]))
+def test_a_swept_config_group_is_shown_by_its_choice_with_why_a_killed_run_stopped(client, sweeps):
+    rows = compare.sweep_table(client, client.get_run(sweeps["choices"]))
     assert [(row["model"], row["status"], row["failure"]) for row in rows] == [
         ("mlp_regressor", "FINISHED", ""), ("bnn_regressor", "KILLED", KILLED_BY)
     ]  # fmt: skip
@@ -192,9 +189,9 @@ def test_groups_of_numbers_are_drawn_in_numeric_order():
         ("lone", None, "is not a sweep"),
     ],
 )
-def test_no_matching_sweep_is_bad_input_in_one_line(client, store, sweep, experiment, message):
+def test_no_matching_sweep_is_bad_input_in_one_line(client, sweeps, sweep, experiment, message):
     with pytest.raises(BadInputError, match=message) as caught:
-        compare.find_sweep(client, store.get(sweep, sweep), experiment)
+        compare.find_sweep(client, sweeps.get(sweep, sweep), experiment)
     assert "\n" not in str(caught.value)
 
 
@@ -237,13 +234,14 @@ def test_the_figure_draws_one_line_per_group_value(client, parent):
     assert ax.get_xlabel() == "model.sigma2" and ax.get_ylabel() == "test/nll"
 
 
-def test_report_logs_table_csv_and_figure_to_the_parent(client, store):
-    markdown = compare.report_sweep(store["uri"], store["latest"], sort_by="test/nll")
+def test_report_logs_table_csv_and_figure_to_the_parent(client, sweeps):
+    markdown = compare.report_sweep(sweeps["uri"], sweeps["latest"], sort_by="test/nll")
     names = [line.split(" | ")[1] for line in markdown.splitlines()[2:]]
     assert names == ["job 3", "job 1", "job 0", "job 2"]
-    artifacts = {a.path for a in client.list_artifacts(store["latest"])}
+    artifacts = {a.path for a in client.list_artifacts(sweeps["latest"])}
     assert {"comparison.md", "comparison.csv", "comparison.png"} <= artifacts
-    logged = Path(client.download_artifacts(store["latest"], "comparison.md", str(store["folder"])))
+    latest, folder = sweeps["latest"], str(sweeps["folder"])
+    logged = Path(client.download_artifacts(latest, "comparison.md", folder))
     assert logged.read_text() == markdown
 
 
@@ -259,28 +257,51 @@ def test_default_figure_axes_follow_the_sweep(client, parent):
         compare.figure_axes(rows, swept, None, "model.nope", None)
 
 
-def run_script(*args, cwd):
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    env["OMP_NUM_THREADS"] = "1"
-    command = [sys.executable, "-m", "vnnlab.compare", *args]
-    return subprocess.Popen(command, cwd=cwd, env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+def run_compare(capfd, *argv: str) -> tuple[int, str, str]:
+    """`vnnlab-compare <argv>` in this process: its exit code, stdout and stderr."""
+    capfd.readouterr()  # what came before is not this command's
+    try:
+        compare_command.main(list(argv))
+        code = 0
+    except SystemExit as stop:
+        code = stop.code
+    out, err = capfd.readouterr()
+    return code, out, err
 
 
-def test_the_console_script_prints_writes_and_logs_and_refuses_bad_input(store):
-    # both at once: each spends most of its time importing
-    good = run_script("--sort", "test/mse", "--descending", "--metric", "test/nll", "--out", "out",
-                      cwd=store["folder"])  # fmt: skip
-    bad = run_script("--sort", "test/nope", cwd=store["folder"])
-    out, err = good.communicate(timeout=120)
-    bad_out, bad_err = bad.communicate(timeout=120)
-    assert good.returncode == 0, err
+@pytest.fixture
+def in_sweeps_folder(sweeps, monkeypatch):
+    """Started beside the sweeps' store: vnnlab-compare's default store is ./mlflow.db."""
+    monkeypatch.chdir(sweeps["folder"])
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    return sweeps["folder"]
+
+
+def test_the_console_script_prints_writes_and_logs(sweeps, in_sweeps_folder, capfd):
+    code, out, err = run_compare(capfd, "--sort", "test/mse", "--descending", "--metric",
+                                 "test/nll", "--out", "out")  # fmt: skip
+    assert code == 0, err
     table = out.splitlines()
     assert [line.split(" | ")[1] for line in table[2:]] == ["job 0", "job 1", "job 3", "job 2"]
-    out_dir = store["folder"] / "out"
+    out_dir = in_sweeps_folder / "out"
     written = list(csv.DictReader((out_dir / "comparison.csv").open()))
     assert [row["test/mse"] for row in written] == ["0.3", "0.2", "0.1", ""]
     assert (out_dir / "comparison.md").read_text() == out
-    assert store["latest"] in err and "comparison.png" in err
-    assert bad.returncode == 2 and bad_out == ""
-    assert bad_err.startswith("vnnlab-compare: ") and len(bad_err.splitlines()) == 1, bad_err
+    assert sweeps["latest"] in err and "comparison.png" in err
+
+
+@pytest.mark.parametrize(
+    ("argv", "named"),
+    [
+        (["--sort", "test/nope"], "test/nope"),  # refused by the table
+        (["--nope"], "--nope"),  # refused by the argument parser
+        (["--tracking-uri", "sqlite:///missing.db"], "--tracking-uri"),  # no store to compare
+        (["--out", "mlflow.db"], "--out"),  # a file, not a folder
+    ],
+)
+def test_bad_input_exits_2_with_one_line_naming_it(in_sweeps_folder, capfd, argv, named):
+    code, out, err = run_compare(capfd, *argv)
+    assert (code, out) == (2, "")
+    assert err.startswith("vnnlab-compare: ") and len(err.splitlines()) == 1, err
+    assert named in err
+    assert not (in_sweeps_folder / "missing.db").exists()  # refused, not created empty

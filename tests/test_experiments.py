@@ -8,13 +8,13 @@ import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
-from vnnlab.cli import CONFIG_DIR
+from vnnlab import CONFIG_DIR
 from vnnlab.validate import validate
 
 EXPERIMENTS = Path(__file__).parents[1] / "experiments"
 STUDIES = sorted(p.parent.name for p in EXPERIMENTS.glob("*/config.yaml"))
 # what a study's command line must add (a study on a table takes the user's file)
-GIVEN = {"table_reduction": ["data.path=low_rank.csv"]}
+GIVEN = {"table_reduction": ["data.path=low_rank.csv"], "uci_regression": ["data.path=boston.csv"]}
 
 
 def test_studies_are_found_where_the_package_points():
@@ -30,10 +30,9 @@ def test_every_study_composes_into_a_valid_config(study):
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         cfg = compose("config", overrides=[f"+experiment={study}"], return_hydra_config=True)
         listed = GlobalHydra.instance().config_loader().get_group_options("experiment")
-    assert study in listed
-    params = {k: str(v).split(",") for k, v in (cfg.hydra.sweeper.params or {}).items()}
-    for values in itertools.product(*params.values()):  # every job of the study's sweep
-        overrides = [f"{key}={value}" for key, value in zip(params, values, strict=True)]
-        with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        assert study in listed
+        params = {k: str(v).split(",") for k, v in (cfg.hydra.sweeper.params or {}).items()}
+        for values in itertools.product(*params.values()):  # every job of the study's sweep
+            overrides = [f"{key}={value}" for key, value in zip(params, values, strict=True)]
             given = [f"+experiment={study}", *GIVEN.get(study, []), *overrides]
             validate(compose("config", overrides=given))

@@ -1,22 +1,24 @@
 """The Optuna sweeper (hydra_plugins/vnnlab_optuna_sweeper) and the pruning callback
-(vnnlab.pruning): search-space parsing, a real Hydra multirun of a toy task in a subprocess
-(failed trials, resuming the study from its SQLite storage), and a real Lightning fit pruned by
-the median of a study's other trials."""
+(vnnlab.sweep.pruning): search-space parsing, a real Hydra multirun of a toy task in this process
+(failed trials, resuming the study from its SQLite storage, each job reporting to its own
+trial), and a real Lightning fit pruned by the median of a study's other trials."""
 
 import json
 import math
-import subprocess
 import sys
-import textwrap
 from pathlib import Path
+from types import SimpleNamespace
 
+import hydra
 import optuna
 import pytest
 import pytorch_lightning as pl
 import torch
+from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.errors import OverrideParseException
+from omegaconf import DictConfig, OmegaConf
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
@@ -25,7 +27,7 @@ from hydra_plugins.vnnlab_optuna_sweeper.optuna_sweeper import (
     parse_search_space,
     trial_override,
 )
-from vnnlab.pruning import TrialPruning
+from vnnlab.sweep.pruning import TrialPruning
 
 # --- (a) the search space -----------------------------------------------------------------------
 
@@ -117,53 +119,52 @@ def test_each_job_outcome_becomes_a_trial_state(job, state, value):
 
 # --- (b) a real sweep through Hydra -------------------------------------------------------------
 
-TASK = '''
-    """A toy task: objective (x - 0.3)², a job per `mode` that fails, raises or is pruned."""
-    import json
-    from pathlib import Path
-
-    import hydra
-    from hydra.core.hydra_config import HydraConfig
-    from omegaconf import OmegaConf
-
-
-    @hydra.main(version_base="1.3", config_path="conf", config_name="config")
-    def task(cfg):
-        folder = Path(HydraConfig.get().runtime.output_dir)
-        seen = {"x": cfg.x, "mode": cfg.mode, "trial": OmegaConf.to_container(cfg.trial)}
-        (folder / "seen.json").write_text(json.dumps(seen))
-        if cfg.mode == "raise":
-            raise RuntimeError("the job raised")
-        status = {"ok": "FINISHED", "fail": "FAILED", "prune": "PRUNED"}[cfg.mode]
-        metrics = {"val/loss": (cfg.x - 0.3) ** 2}
-        return {"overrides": "", "status": status, "reason": "", "run_id": "", "metrics": metrics}
-
-
-    if __name__ == "__main__":
-        task()
-'''
-CONFIG = "x: 0.0\nmode: ok\ntracking:\n  experiment: toy\n"
 EXPECTED_STATE = {"ok": "COMPLETE", "fail": "FAIL", "raise": "FAIL", "prune": "PRUNED"}
 
 
+def toy_task(cfg: DictConfig) -> dict:
+    """A toy job: objective (x - 0.3)², one per `mode` that fails, raises or is pruned. Like a
+    vnnlab job, it reports its epoch's objective to its trial through TrialPruning, which
+    rebuilds the trial from the id the sweeper passed (`+trial=…`)."""
+    folder = Path(HydraConfig.get().runtime.output_dir)
+    seen = {"x": cfg.x, "mode": cfg.mode, "trial": OmegaConf.to_container(cfg.trial)}
+    (folder / "seen.json").write_text(json.dumps(seen))
+    loss = (cfg.x - 0.3) ** 2
+    epoch_end = SimpleNamespace(
+        current_epoch=0, sanity_checking=False, callback_metrics={"val/loss": loss},
+        should_stop=False,
+    )  # fmt: skip
+    TrialPruning(**cfg.trial).on_validation_end(epoch_end, None)
+    if cfg.mode == "raise":
+        raise RuntimeError("the job raised")
+    status = {"ok": "FINISHED", "fail": "FAILED", "prune": "PRUNED"}[cfg.mode]
+    metrics = {"val/loss": loss}
+    return {"overrides": "", "status": status, "reason": "", "run_id": "", "metrics": metrics}
+
+
 @pytest.fixture
-def launch_dir(tmp_path: Path) -> Path:
-    folder = tmp_path / "launch dir"  # a space: the storage URL must survive Hydra's quoting
+def launch_dir(tmp_path: Path, monkeypatch) -> Path:
+    """The folder the sweeps start in (a space in its name: the storage URL must survive
+    Hydra's quoting), with the toy task's config."""
+    folder = tmp_path / "launch dir"
     (folder / "conf").mkdir(parents=True)
-    (folder / "conf" / "config.yaml").write_text(CONFIG)
-    (folder / "task.py").write_text(textwrap.dedent(TASK))
+    (folder / "conf" / "config.yaml").write_text("x: 0.0\nmode: ok\ntracking:\n  experiment: toy\n")
+    monkeypatch.chdir(folder)
+    monkeypatch.setenv("HYDRA_FULL_ERROR", "1")  # an error in the sweeper raises here
     return folder
 
 
-def _sweep(launch_dir: Path, n_trials: int, sweep_dir: str) -> subprocess.CompletedProcess:
-    command = [
-        sys.executable, "task.py", "-m", "hydra/sweeper=vnnlab_optuna",
-        f"hydra.sweeper.n_trials={n_trials}", "hydra.sweeper.n_jobs=2",
-        "x=interval(0,1)", "mode=choice(ok,fail,raise,prune)", f"hydra.sweep.dir={sweep_dir}",
+def _sweep(launch_dir: Path, n_trials: int, sweep_dir: str, monkeypatch) -> None:
+    """`python task.py -m …` of the toy task, in this process (Hydra's basic launcher runs each
+    batch of n_jobs trials one after the other)."""
+    argv = [
+        "task.py", "-m", "hydra/sweeper=vnnlab_optuna", f"hydra.sweeper.n_trials={n_trials}",
+        "hydra.sweeper.n_jobs=2", "x=interval(0,1)", "mode=choice(ok,fail,raise,prune)",
+        f"hydra.sweep.dir={sweep_dir}",
     ]  # fmt: skip
-    done = subprocess.run(command, cwd=launch_dir, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return done
+    monkeypatch.setattr(sys, "argv", argv)
+    conf = str(launch_dir / "conf")
+    hydra.main(version_base="1.3", config_path=conf, config_name="config")(toy_task)()
 
 
 def _study(launch_dir: Path) -> optuna.Study:
@@ -172,8 +173,8 @@ def _study(launch_dir: Path) -> optuna.Study:
     return optuna.load_study(study_name="toy:mode,x", storage=storage)
 
 
-def test_a_sweep_goes_on_past_failed_trials_and_resumes_its_study(launch_dir: Path):
-    _sweep(launch_dir, n_trials=6, sweep_dir="multirun/first")
+def test_a_sweep_goes_on_past_failed_trials_and_resumes_its_study(launch_dir: Path, monkeypatch):
+    _sweep(launch_dir, n_trials=6, sweep_dir="multirun/first", monkeypatch=monkeypatch)
     study = _study(launch_dir)
     first = study.get_trials()
     assert len(first) == 6
@@ -182,14 +183,17 @@ def test_a_sweep_goes_on_past_failed_trials_and_resumes_its_study(launch_dir: Pa
 
     for trial in first:  # each job got its own trial, through a quoted +trial=… override
         seen = json.loads((launch_dir / f"multirun/first/{trial.number}/seen.json").read_text())
-        assert seen["trial"]["trial_id"] == trial._trial_id
         assert seen["trial"]["storage"] == f"sqlite:///{launch_dir / 'optuna.db'}"
         assert (seen["x"], seen["mode"]) == (trial.params["x"], trial.params["mode"])
+        # The sweeper passes Optuna's private trial._trial_id; the job's optuna.trial.Trial
+        # rebuilt from it must be this very trial (two run at once: n_jobs=2), or its report
+        # lands on another trial or fails.
+        assert trial.intermediate_values == {0: pytest.approx((trial.params["x"] - 0.3) ** 2)}
     results = (launch_dir / "multirun/first/optimization_results.yaml").read_text()
     assert f"best_value: {study.best_value}" in results
 
     interrupted = study.ask()  # as a sweep killed mid-trial leaves it: RUNNING
-    _sweep(launch_dir, n_trials=9, sweep_dir="multirun/second")
+    _sweep(launch_dir, n_trials=9, sweep_dir="multirun/second", monkeypatch=monkeypatch)
     resumed = _study(launch_dir).get_trials()
     assert len(resumed) == 9
     assert [(t.number, t.params, t.state) for t in resumed[:6]] == [
