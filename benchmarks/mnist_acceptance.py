@@ -13,8 +13,8 @@ from pathlib import Path
 from hydra import compose, initialize_config_dir
 from mlflow.tracking import MlflowClient
 
-from vnnlab.cli import CONFIG_DIR
-from vnnlab.train import train
+from vnnlab import CONFIG_DIR
+from vnnlab.run.train import train
 
 MODELS = ("mlp_classifier", "bnn_classifier")
 

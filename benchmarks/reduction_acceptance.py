@@ -30,9 +30,9 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from mlflow.tracking import MlflowClient
 
-from vnnlab.cli import CONFIG_DIR
-from vnnlab.compare import metric_against_parameter
-from vnnlab.train import TrainResult, train
+from vnnlab import CONFIG_DIR
+from vnnlab.run.train import TrainResult, train
+from vnnlab.sweep.compare import metric_against_parameter
 
 QUIET = ["trainer.enable_progress_bar=false", "trainer.enable_model_summary=false"]
 LATENT_DIMS = (2, 8, 32)
@@ -210,7 +210,7 @@ def sigma2(args: argparse.Namespace, store: str) -> dict:
 
 
 def draw_sigma2_figure(rows: list[dict], epochs: int, path: Path) -> None:
-    """Two panels side by side, each vnnlab.compare.metric_against_parameter, in one PNG."""
+    """Two panels side by side, each vnnlab.sweep.compare.metric_against_parameter, in one PNG."""
     panels = []
     for metric, title in (("test/kl", "KL(q(z|x) ‖ p(z)), nats per image"),
                           ("test/recon_mse", "reconstruction MSE per pixel")):  # fmt: skip

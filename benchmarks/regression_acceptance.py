@@ -20,9 +20,9 @@ import torch
 from hydra import compose, initialize_config_dir
 from mlflow.tracking import MlflowClient
 
-from vnnlab.cli import CONFIG_DIR
+from vnnlab import CONFIG_DIR
 from vnnlab.models.bnn import BNNRegressor
-from vnnlab.train import train
+from vnnlab.run.train import train
 
 QUIET = ["trainer.enable_progress_bar=false", "trainer.enable_model_summary=false"]
 GAP = (-1.0, 1.0)  # as in experiments/gap_uncertainty/config.yaml

@@ -24,8 +24,8 @@ from pathlib import Path
 from mlflow.tracking import MlflowClient
 
 RESULTS = Path(__file__).parent / "results" / "sweep_acceptance.json"
-# vnnlab-train with this interpreter (`-m vnnlab.train` would import torch before the sweep starts)
-VNNLAB_TRAIN = [sys.executable, "-m", "vnnlab.cli"]
+# vnnlab-train with this interpreter
+VNNLAB_TRAIN = [sys.executable, "-m", "vnnlab"]
 QUIET = ["trainer.enable_progress_bar=false"]
 LRS = "model.lr=0.001,0.003,0.01,0.03"
 JOBLIB = ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from vnnlab.api import run
-from vnnlab.predict import predict
+from vnnlab.run.predict import predict
 
 RESULTS = Path(__file__).parent / "results" / "tabular_acceptance.json"
 QUIET = ["trainer.enable_progress_bar=false"]

@@ -95,11 +95,13 @@ def vae_latent(folder: Path, root: str, epochs: int) -> None:
 
 def sweep_comparison(folder: Path) -> None:
     environment = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    command = [sys.executable, "-m", "vnnlab.cli", "-m", *SWEEP, *QUIET]
+    command = [sys.executable, "-m", "vnnlab", "-m", *SWEEP, *QUIET]
     subprocess.run(command, cwd=folder, check=True, env=environment, capture_output=True)
-    compare = [sys.executable, "-m", "vnnlab.compare", "--metric", "test/nll", "--x",
-               "model.sigma2", "--group", "model.mc_samples", "--out", str(folder)]  # fmt: skip
-    subprocess.run(compare, cwd=folder, check=True, env=environment, capture_output=True)
+    from vnnlab.commands import compare  # vnnlab-compare; after argparse: --help stays instant
+
+    store = f"sqlite:///{folder / 'mlflow.db'}"
+    compare.main(["--metric", "test/nll", "--x", "model.sigma2", "--group", "model.mc_samples",
+                  "--out", str(folder), "--tracking-uri", store])  # fmt: skip
     client = MlflowClient(f"sqlite:///{folder / 'mlflow.db'}")
     experiments = [e.experiment_id for e in client.search_experiments()]
     [parent] = client.search_runs(experiments, "tags.`vnnlab.sweep.role` = 'parent'")

@@ -129,7 +129,7 @@ def compose_config(overrides: list[str]) -> Any:
     """vnnlab-train's config for `overrides`, composed as the command line would."""
     from hydra import compose, initialize_config_dir
 
-    from vnnlab.cli import CONFIG_DIR
+    from vnnlab import CONFIG_DIR
 
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         return compose("config", overrides=overrides)

@@ -1,7 +1,7 @@
 """2. Framework overhead, 4. tracking overhead and 7. the hardware limit, on two workloads:
 
 - the Bernoulli VAE 784-400-20 on MNIST (Adam 1e-3, batch 128), one training epoch
-  (A) through `vnnlab.train.train` (Lightning, MLflow tracking and checkpoints as configured),
+  (A) through `vnnlab.run.train.train` (Lightning, MLflow tracking and checkpoints as configured),
   (B) through the same Trainer without an MLflow run, (C) in a plain PyTorch loop over the same
   tensors (the data module's batches) with the same model and optimiser, and (D) in the same
   plain loop fed by torchvision's per-item MNIST through a DataLoader (the dimension-reduction
@@ -27,9 +27,10 @@ import torch
 
 from comparisons.common import Row, Scale, compose_config, training_step_flops, working_directory
 from comparisons.data_path import per_item_batches
-from vnnlab import tracking
-from vnnlab.console import quiet_dependencies
-from vnnlab.train import build_data_and_model, build_trainer, train
+from vnnlab.run.build import build_data_and_model, build_trainer
+from vnnlab.run.console import quiet_dependencies
+from vnnlab.run.train import train
+from vnnlab.tracking.run import TrackedRun
 
 VAE = ["model=vae", "model.hidden=[400]", "model.latent_dim=20", "model.likelihood=bernoulli",
        "model.lr=0.001", "model.lr_schedule=none", "data=mnist", "data.batch_size=128",
@@ -47,20 +48,20 @@ class SendClock:
 
     @contextmanager
     def counting(self) -> Iterator[None]:
-        original = tracking.TrackedRun.send
+        original = TrackedRun.send
 
-        def timed_send(run: tracking.TrackedRun, *args, **kwargs) -> None:
+        def timed_send(run: TrackedRun, *args, **kwargs) -> None:
             start = time.perf_counter()
             try:
                 original(run, *args, **kwargs)
             finally:
                 self.seconds += time.perf_counter() - start
 
-        tracking.TrackedRun.send = timed_send
+        TrackedRun.send = timed_send
         try:
             yield
         finally:
-            tracking.TrackedRun.send = original
+            TrackedRun.send = original
 
 
 class EpochClock(pl.Callback):

@@ -21,9 +21,9 @@ from pathlib import Path
 from pytorch_lightning.callbacks import Timer
 
 from comparisons.common import Row, Scale, compose_config, median_seconds, working_directory
-from vnnlab.train import train
+from vnnlab.run.train import train
 
-COMMAND = [sys.executable, "-m", "vnnlab.cli"]
+COMMAND = [sys.executable, "-m", "vnnlab"]
 ONE_BATCH = ["trainer.max_epochs=1", "trainer.limit_train_batches=1",
              "trainer.limit_val_batches=1", "trainer.num_sanity_val_steps=0"]  # fmt: skip
 SWEEP_JOB = ["model=mlp_regressor", "trainer.max_epochs=20"]
