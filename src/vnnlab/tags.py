@@ -15,7 +15,9 @@ RESUMED_WITH = "vnnlab.resumed_with"  # what a resumed run was continued with
 NOTE = "mlflow.note.content"  # the run's description, at the top of its page in the UI
 GIT_COMMIT = "mlflow.source.git.commit"
 GIT_DIRTY = "vnnlab.git.dirty"  # uncommitted changes: the commit alone does not reproduce it
-# Who writes a run: a RUNNING run whose process is alive on this host is not taken over.
+# Who writes a run: a RUNNING run whose process is alive on this host is not taken over; also
+# the sweeper process that asked an Optuna trial (a user attribute), whose live trials no other
+# sweeper of the study fails.
 HOST = "vnnlab.host"
 PID = "vnnlab.pid"
 CHECKPOINT_DIR = "vnnlab.checkpoint_dir"  # where its last.ckpt is rewritten

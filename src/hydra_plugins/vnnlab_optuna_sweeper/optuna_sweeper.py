@@ -2,8 +2,10 @@
 
 What it gives over hydra-optuna-sweeper 1.3 (which pins optuna < 3, DESIGN.md): a job that fails
 is a FAIL trial and the study goes on; a trial is pruned from its per-epoch validation metric
-(`vnnlab.sweep.pruning.TrialPruning`, in the job); and the study lives in an RDB storage (SQLite beside
-mlflow.db by default), so running the same command again resumes it.
+(`vnnlab.sweep.pruning.TrialPruning`, in the job); and the study lives in a storage named by one
+URL (SQLite beside mlflow.db by default; PostgreSQL or a journal file on a shared filesystem:
+vnnlab.sweep.study_storage), so running the same command again resumes it, and several
+processes (or nodes) running it at once share it: between them they run n_trials trials.
 
 Each job returns a JobOutcome dict (vnnlab.sweep.records): {"status": FINISHED | FAILED |
 BAD_INPUT | PRUNED (vnnlab.tags), "reason", "run_id", "metrics"}; a FINISHED job's `objective`
@@ -46,6 +48,7 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
 from vnnlab import tags
+from vnnlab.sweep import study_storage
 
 if TYPE_CHECKING:
     import optuna
@@ -69,7 +72,8 @@ class OptunaSweeperConf:
     direction: str = "minimize"  # minimize | maximize
     n_trials: int = 20  # in the study in all, counting those of earlier sweeps it resumes
     n_jobs: int = 1  # trials per launcher batch (in parallel with the joblib launcher)
-    storage: str | None = None  # default sqlite:///<launch dir>/optuna.db
+    # sqlite:///<file> (default <launch dir>/optuna.db), postgresql+psycopg://…, journal:///<file>
+    storage: str | None = None
     study_name: str | None = None  # default: from the experiment and the swept keys
     seed: int | None = 0  # of the TPE sampler
     pruner: str = "median"  # median | none
@@ -235,16 +239,17 @@ class OptunaSweeper(Sweeper):
         )
         launch_dir = Path(self.config.hydra.runtime.cwd)
         storage = self.settings.storage or f"sqlite:///{(launch_dir / STORAGE_FILE).resolve()}"
+        storage = study_storage.absolute(storage, launch_dir)
         name = self.settings.study_name or default_study_name(self.config, space, fixed)
-        study = open_study(storage, name, self.settings)
+        with study_storage.study_lock(storage):
+            study = open_study(storage, name, self.settings)
         sweep_dir = Path(self.config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
 
         distributions = {key: dim.distribution for key, dim in space.items()}
         returns: list[Sequence[JobReturn]] = []
-        while (size := min(self.settings.n_jobs, remaining_trials(study, self.settings))) > 0:
-            trials = [study.ask(distributions) for _ in range(size)]
+        while trials := ask_batch(study, storage, distributions, self.settings):
             batch = [self._job_overrides(storage, study, trial, space, fixed) for trial in trials]
             returns.append(self._launch(study, trials, batch))
         write_results(study, space, sweep_dir / RESULTS_FILE)
@@ -325,19 +330,46 @@ def default_study_name(config: DictConfig, space: Mapping[str, Any], fixed: list
 
 def open_study(storage: str, name: str, settings: OptunaSweeperConf) -> "optuna.Study":
     """Load the study, or create it (here, in the parent process, before any job opens the
-    storage: processes creating one SQLite schema at once race, DESIGN.md)."""
+    storage: processes creating one SQLite schema at once race, DESIGN.md). Called under
+    study_storage.study_lock, as other sweepers of the same study may be starting too."""
     import optuna
 
     study = optuna.create_study(
-        storage=storage, study_name=name, direction=settings.direction, load_if_exists=True
+        storage=study_storage.open_storage(storage),
+        study_name=name,
+        direction=settings.direction,
+        load_if_exists=True,
     )
     _check_resumable(study, settings)
     fail_interrupted_trials(study)
-    # Offset by the trials already there: the same seed would replay a resumed study's first
-    # random suggestions.
-    seed = None if settings.seed is None else settings.seed + len(study.trials)
-    study.sampler = optuna.samplers.TPESampler(seed=seed)
     return study
+
+
+def ask_batch(
+    study: "optuna.Study",
+    storage: str,
+    distributions: "dict[str, BaseDistribution]",
+    settings: OptunaSweeperConf,
+) -> "list[optuna.Trial]":
+    """The next batch of up to n_jobs new trials, each owned by this process (its host and pid
+    as user attributes); none once the study holds n_trials trials. Counting and asking are one
+    step under the storage's lock, so that sweepers sharing the study never overshoot n_trials
+    nor get one trial number twice."""
+    import optuna
+
+    with study_storage.study_lock(storage):
+        size = min(settings.n_jobs, remaining_trials(study, settings))
+        if size <= 0:
+            return []
+        # Seeded by the trials already there: the same seed would replay a resumed study's
+        # first random suggestions, or another sweeper's of the same study.
+        seed = None if settings.seed is None else settings.seed + len(study.trials)
+        study.sampler = optuna.samplers.TPESampler(seed=seed)
+        trials = [study.ask(distributions) for _ in range(size)]
+        for trial in trials:
+            for key, value in study_storage.owner_attrs().items():
+                trial.set_user_attr(key, value)
+    return trials
 
 
 def _check_resumable(study: "optuna.Study", settings: OptunaSweeperConf) -> None:
@@ -355,22 +387,21 @@ def _check_resumable(study: "optuna.Study", settings: OptunaSweeperConf) -> None
 
 def fail_interrupted_trials(study: "optuna.Study") -> None:
     """Tell FAIL the trials an interrupted earlier sweep left RUNNING (their jobs died with it),
-    so that they count as spent and the sampler stops waiting on them. This assumes one sweep
-    per study at a time: a second sweep on the same study would see its live trials failed."""
+    so that the sampler stops waiting on them. Only trials whose sweeper is gone: another
+    sweeper sharing the study tells its own (study_storage.owner_alive)."""
     from optuna.trial import TrialState
 
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if study_storage.owner_alive(trial.user_attrs):
+            continue
         log.warning(f"trial {trial.number} was left RUNNING by an interrupted sweep: FAIL")
         study.tell(trial.number, state=TrialState.FAIL)
 
 
 def remaining_trials(study: "optuna.Study", settings: OptunaSweeperConf) -> int:
-    from optuna.trial import TrialState
-
-    finished = study.get_trials(
-        deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL, TrialState.PRUNED)
-    )
-    return max(0, settings.n_trials - len(finished))
+    """n_trials less every trial in the study: finished ones, and those running in this or
+    another sweeper."""
+    return max(0, settings.n_trials - len(study.get_trials(deepcopy=False)))
 
 
 @dataclass(frozen=True)

@@ -2,12 +2,15 @@
 
 The sweeper hands each job its trial as `+trial={storage, study_name, trial_id, monitor,
 direction, warmup_epochs}`; the job passes `TrialPruning(**cfg.trial)` to `train(cfg,
-callbacks=[…])` and reports PRUNED when `callback.pruned`. The study lives in an RDB storage,
-so this process, the sweeper and the other jobs all see the same trials.
+callbacks=[…])` and reports PRUNED when `callback.pruned`. The study lives in a shared storage
+(vnnlab.sweep.study_storage), so this process, the sweeper and the other jobs all see the same
+trials.
 """
 
 import optuna
 import pytorch_lightning as pl
+
+from vnnlab.sweep.study_storage import open_storage
 
 # Optuna's default: the median of fewer completed trials says little.
 MEDIAN_STARTUP_TRIALS = 5
@@ -69,7 +72,7 @@ class TrialPruning(pl.Callback):
                 n_startup_trials=MEDIAN_STARTUP_TRIALS, n_warmup_steps=self.warmup_epochs
             )
             study = optuna.load_study(
-                study_name=self.study_name, storage=self.storage, pruner=pruner
+                study_name=self.study_name, storage=open_storage(self.storage), pruner=pruner
             )
             stored = study.direction.name.lower()
             if stored != self.direction:

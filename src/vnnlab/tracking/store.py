@@ -52,7 +52,7 @@ def open_store(tracking_uri: str) -> MlflowClient:
     if database is None or database in _opened:
         return MlflowClient(tracking_uri)
     database.parent.mkdir(parents=True, exist_ok=True)
-    with _exclusive_lock(database.parent):
+    with folder_lock(database.parent):
         client = MlflowClient(tracking_uri)  # creates or migrates the schema
     _opened.add(database)
     return client
@@ -107,8 +107,10 @@ def check_store(tracking_uri: str, timeout_s: float = 10.0) -> None:
 
 
 @contextmanager
-def _exclusive_lock(folder: Path) -> Iterator[None]:
-    """flock on the store's folder (no lock file left behind); released if the process dies."""
+def folder_lock(folder: Path) -> Iterator[None]:
+    """flock on a folder (no lock file left behind), held by one process at a time (the SQLite
+    store's creation; an Optuna sweeper's asks, vnnlab.sweep.study_storage); released if the
+    process dies."""
     descriptor = os.open(folder, os.O_RDONLY)
     try:
         fcntl.flock(descriptor, fcntl.LOCK_EX)
