@@ -106,3 +106,7 @@ def _summary(client, parent, args: argparse.Namespace) -> tuple[list[dict], str 
     by = [] if args.select else [key for key in swept if key != args.over]
     summary = summarize(rows, args.over, metrics, by, args.select, args.select_largest)
     return summary, (by[0] if by else None)
+
+
+if __name__ == "__main__":
+    main()

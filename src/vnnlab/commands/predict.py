@@ -53,3 +53,7 @@ def _arguments(argv: Sequence[str]) -> dict[str, str]:
         if key not in arguments:
             raise BadInputError(f"{key}= is missing: vnnlab-predict run_id=<id> data.path=new.csv")
     return arguments
+
+
+if __name__ == "__main__":
+    main()
