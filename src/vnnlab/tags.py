@@ -32,6 +32,11 @@ SWEEP_OVERRIDES = "vnnlab.sweep.overrides"
 SWEEP_LAUNCHER = "vnnlab.sweep.launcher"
 SWEEP_SWEEPER = "vnnlab.sweep.sweeper"
 SWEEP_DIR = "vnnlab.sweep.dir"
+# On the parent, once the sweep ended (vnnlab.sweep.headline): what "best" means, and which
+# child is best; the parent also carries that child's headline metrics as its own.
+SWEEP_OBJECTIVE = "vnnlab.sweep.objective"  # e.g. "val/loss (minimize)"
+SWEEP_BEST_RUN = "vnnlab.sweep.best_run"  # the best child's run id
+SWEEP_BEST = "vnnlab.sweep.best"  # the best child's name: its swept values
 
 # --- an experiment ------------------------------------------------------------------------------
 # MLflow 3's UI opens an experiment in its GenAI view (traces, prompts) unless told otherwise.

@@ -4,7 +4,8 @@ it under `hydra.callbacks`, so it works with every launcher and sweeper).
 Before any job starts, the parent process creates the store, the experiment and the parent run
 and writes them to the sweep folder (records.Sweep); each job nests its run under the parent
 and records its outcome (vnnlab.sweep.job). At the end the parent gathers the outcomes, logs
-the comparison table, and ends FINISHED, or FAILED when a job did not finish.
+the comparison table, becomes the sweep's headline (its description the table, its metrics the
+best child's: vnnlab.sweep.headline), and ends FINISHED, or FAILED when a job did not finish.
 
 Hydra turns an exception raised in a callback into a warning, so the verdict of a sweep that
 ended in this process is left here for the command to act on (`take_failure`), as is a parent
@@ -80,7 +81,7 @@ class SweepCallback(Callback):
         outcomes = collect(folder)
         failed = [outcome for outcome in outcomes if not outcome.finished]
         client = MlflowClient(sweep.tracking_uri)
-        _report(sweep)
+        _report(sweep, config)
         if failed:
             _failed_sweeps.append(SweepFailed(failed, len(outcomes)))
             message = f"{len(failed)} of {len(outcomes)} jobs did not finish"
@@ -90,13 +91,20 @@ class SweepCallback(Callback):
         signal.signal(signal.SIGTERM, self.previous_sigterm)
 
 
-def _report(sweep: Sweep) -> None:
-    """The comparison table on the terminal and as the parent run's artifacts. A table that
-    cannot be built is reported, never allowed to leave the parent run open."""
+def _report(sweep: Sweep, config: DictConfig) -> None:
+    """The comparison table on the terminal and as the parent run's artifacts; the best child
+    as the parent's headline. A table that cannot be built is reported, never allowed to leave
+    the parent run open."""
     try:
         from vnnlab.sweep.compare import report_sweep
+        from vnnlab.sweep.headline import Objective, publish
 
         print(report_sweep(sweep.tracking_uri, sweep.parent_run_id), flush=True)
+        objective = Objective.of(config)
+        best = publish(sweep.tracking_uri, sweep.parent_run_id, objective)
+        if best is not None:
+            value = best[objective.metric]
+            print(f"best by {objective}: [{best['name']}] {value:.6g}, run {best['run_id']}")
     except Exception as error:
         print(f"vnnlab: no comparison table ({type(error).__name__}: {error})", file=sys.stderr)
 

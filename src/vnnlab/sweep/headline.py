@@ -1,0 +1,127 @@
+"""A sweep's parent run as the place a team looks first. Its description (the tag
+`mlflow.note.content`, which MLflow shows as Markdown at the top of the run's page) is the
+comparison table, best first; and it carries the best child's headline metrics (every test/
+metric, val/loss and the objective: the comparison's columns) as its own metrics, with that
+child's run id and name as tags, so that the experiment's run list shows each sweep's result
+in the same columns as its runs.
+
+The best child is the best FINISHED one by the sweep's objective: the Optuna sweeper's
+(`hydra.sweeper.objective` and `direction`) when there is one, else val/loss minimised (the
+sweeper's default too: a choice made on validation data, not on the test set it reports).
+"""
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from mlflow.entities import Metric, RunTag
+from mlflow.tracking import MlflowClient
+from mlflow.utils.validation import MAX_TAG_VAL_LENGTH
+from omegaconf import DictConfig, OmegaConf
+
+from vnnlab import tags
+from vnnlab.sweep.compare import (
+    SHOWN_BESIDE_TEST,
+    child_runs,
+    sort_rows,
+    swept_parameters,
+    table_of,
+    to_markdown,
+)
+
+
+@dataclass(frozen=True)
+class Objective:
+    """What makes one child of a sweep better than another."""
+
+    metric: str = "val/loss"
+    direction: str = "minimize"  # minimize | maximize
+
+    @classmethod
+    def of(cls, config: DictConfig) -> "Objective":
+        """The sweeper's objective (`hydra.sweeper.objective`, `direction`), else the default."""
+        metric = OmegaConf.select(config, "hydra.sweeper.objective", default=None)
+        if not metric:
+            return cls()
+        direction = OmegaConf.select(config, "hydra.sweeper.direction", default=None)
+        return cls(str(metric), str(direction or "minimize"))
+
+    def __str__(self) -> str:
+        return f"{self.metric} ({self.direction})"
+
+
+def best_row(rows: list[dict[str, Any]], objective: Objective) -> dict[str, Any] | None:
+    """The FINISHED row with the best finite value of the objective; None if there is none."""
+    scored = [
+        row for row in rows if row["status"] == "FINISHED" and _finite(row.get(objective.metric))
+    ]
+    if not scored:
+        return None
+    pick = max if objective.direction == "maximize" else min
+    return pick(scored, key=lambda row: row[objective.metric])
+
+
+def headline_metrics(metrics: dict[str, float], objective: Objective) -> dict[str, float]:
+    """A child's metrics that the parent carries: test/*, val/loss and the objective."""
+    keys = {objective.metric, *SHOWN_BESIDE_TEST}
+    return {
+        key: value
+        for key, value in metrics.items()
+        if (key.startswith("test/") or key in keys) and _finite(value)
+    }
+
+
+def description(
+    rows: list[dict[str, Any]], best: dict[str, Any] | None, objective: Objective
+) -> str:
+    """The parent's Markdown description: one line on the best child, then the table (best
+    first), cut to whole rows so that it fits in a tag (the full table is comparison.md)."""
+    finished = sum(row["status"] == "FINISHED" for row in rows)
+    if best is None:
+        head = f"**No finished run has {objective.metric}** ({finished} of {len(rows)} finished)."
+    else:
+        head = (
+            f"**Best of {len(rows)} runs** ({finished} finished) by {objective}: "
+            f"`{best['name']}`, {objective.metric} = {best[objective.metric]:.4g}, "
+            f"run `{best['run_id']}`."
+        )
+        rows = sort_rows(rows, objective.metric, objective.direction == "maximize")
+    lines = to_markdown(rows).splitlines()
+    text = "\n".join([head, "", *lines])
+    shown = len(lines) - 2
+    while len(text) > MAX_TAG_VAL_LENGTH and shown > 1:
+        shown -= 1
+        more = f"\n\n… and {len(rows) - shown} more rows in the artifact comparison.md."
+        text = "\n".join([head, "", *lines[: 2 + shown]]) + more
+    return text
+
+
+def publish(tracking_uri: str, parent_run_id: str, objective: Objective) -> dict[str, Any] | None:
+    """Write the description, the best child's headline metrics and its id to the parent
+    (one request); the best row, or None when no child finished with the objective."""
+    client = MlflowClient(tracking_uri)
+    parent = client.get_run(parent_run_id)
+    children = child_runs(client, parent)
+    rows = table_of(children, swept_parameters(parent, children), also=[objective.metric])
+    best = best_row(rows, objective)
+    run_tags = [
+        RunTag(tags.NOTE, description(rows, best, objective)),
+        RunTag(tags.SWEEP_OBJECTIVE, str(objective)),
+    ]
+    metrics: list[Metric] = []
+    if best is not None:
+        [child] = [child for child in children if child.info.run_id == best["run_id"]]
+        now = int(time.time() * 1000)
+        headline = headline_metrics(child.data.metrics, objective)
+        metrics = [Metric(key, value, now, 0) for key, value in sorted(headline.items())]
+        run_tags += [
+            RunTag(tags.SWEEP_BEST_RUN, best["run_id"]),
+            RunTag(tags.SWEEP_BEST, best["name"]),
+        ]
+    client.log_batch(parent_run_id, metrics=metrics, tags=run_tags)
+    return best
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)

@@ -1,0 +1,67 @@
+"""A sweep's parent run as a team sees it first (vnnlab.sweep.headline): its description is the
+comparison table, best first, and it carries the best child's headline metrics and run id, as
+the MLflow UI's run list shows them (read back through MlflowClient). Sweeps run in this
+process with Hydra's basic launcher."""
+
+import pytest
+
+from helpers import FAST
+from vnnlab.sweep.headline import Objective, best_row, description
+
+SMALL = [*FAST, "data.n_train=100"]
+
+
+def parent_and_children(command):
+    runs = command.runs()
+    [parent] = [r for r in runs if r.data.tags.get("vnnlab.sweep.role") == "parent"]
+    return parent, [r for r in runs if r.info.run_id != parent.info.run_id]
+
+
+def test_the_parent_shows_the_table_and_the_best_child_by_val_loss(command):
+    result = command.run("-m", *SMALL, "model.lr=0.0001,0.01")
+    assert result.returncode == 0, result.stderr[-3000:]
+    parent, children = parent_and_children(command)
+    best = min(children, key=lambda child: child.data.metrics["val/loss"])
+    tags = parent.data.tags
+    assert tags["vnnlab.sweep.objective"] == "val/loss (minimize)"
+    assert tags["vnnlab.sweep.best_run"] == best.info.run_id
+    assert tags["vnnlab.sweep.best"] == best.info.run_name
+    headline = {k: v for k, v in best.data.metrics.items() if k.startswith("test/")}
+    headline["val/loss"] = best.data.metrics["val/loss"]
+    assert parent.data.metrics == pytest.approx(headline)  # as the run list's columns show it
+    note = tags["mlflow.note.content"]
+    assert note.startswith(
+        f"**Best of 2 runs** (2 finished) by val/loss (minimize): `{best.info.run_name}`"
+    )
+    table = note.split("\n\n", 1)[1].splitlines()
+    assert table[0].startswith("| run_id | name | model.lr |") and len(table) == 4
+    assert best.info.run_id in table[2]  # best first
+    assert f"best by val/loss (minimize): [{best.info.run_name}]" in result.stdout
+
+
+def test_the_optuna_sweepers_objective_and_direction_pick_the_best(command):
+    sweeper = ["hydra/sweeper=vnnlab_optuna", "hydra.sweeper.n_trials=3",
+               "hydra.sweeper.objective=val/mse", "hydra.sweeper.direction=maximize",
+               "hydra.sweeper.pruner=none"]  # fmt: skip
+    result = command.run("-m", *SMALL, *sweeper, "model.lr=choice(0.0001,0.001,0.01)")
+    assert result.returncode == 0, result.stderr[-3000:]
+    parent, children = parent_and_children(command)
+    assert len(children) == 3
+    worst = max(children, key=lambda child: child.data.metrics["val/mse"])  # maximised
+    assert parent.data.tags["vnnlab.sweep.objective"] == "val/mse (maximize)"
+    assert parent.data.tags["vnnlab.sweep.best_run"] == worst.info.run_id
+    assert parent.data.metrics["val/mse"] == pytest.approx(worst.data.metrics["val/mse"])
+    assert parent.data.metrics["test/mse"] == pytest.approx(worst.data.metrics["test/mse"])
+
+
+ROW = {"run_id": "0" * 32, "name": "model.lr=0.1", "val/loss": 1.0, "status": "FINISHED"}
+
+
+def test_failed_runs_are_never_best_and_a_long_table_is_cut_to_fit_a_tag():
+    rows = [ROW | {"run_id": f"{i:032d}", "val/loss": float(i)} for i in range(400)]
+    rows[0] = rows[0] | {"status": "FAILED"}  # the lowest loss, but it failed
+    best = best_row(rows, Objective())
+    assert best["run_id"] == f"{1:032d}"
+    text = description(rows, best, Objective())
+    assert len(text) <= 8000 and text.endswith("more rows in the artifact comparison.md.")
+    assert description([rows[0]], None, Objective()).startswith("**No finished run has val/loss**")
