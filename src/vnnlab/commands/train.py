@@ -6,6 +6,7 @@ loading torch, Lightning and MLflow; a job imports them when it starts (import_j
 
 import gc
 import os
+import signal
 import sys
 import traceback
 from collections.abc import Iterator, Sequence
@@ -47,8 +48,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         _exit(EXIT_BAD_INPUT, " ".join(line.strip() for line in text.splitlines()))
     except Interrupted as stop:
         sys.exit(stop.exit_code)
-    except KeyboardInterrupt:
-        sys.exit(Interrupted(2).exit_code)  # SIGINT
+    except KeyboardInterrupt:  # Ctrl-C outside a run (composing, between jobs)
+        sys.exit(128 + signal.SIGINT)
     finally:
         sweep_callback.end_open_parents("KILLED")
     failure = sweep_callback.take_failure()
@@ -58,7 +59,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
 def _hydra_main(cfg: DictConfig) -> dict[str, Any] | None:
-    import_job_code()
+    import_job_code()  # then the job's modules, which need what it imported
     from vnnlab.run import console
     from vnnlab.run.train import TrackingIncomplete, train
     from vnnlab.sweep.job import run_job
