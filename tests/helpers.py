@@ -23,6 +23,7 @@ from omegaconf import DictConfig
 
 from vnnlab import CONFIG_DIR
 from vnnlab.commands import train as train_command
+from vnnlab.tracking.store import open_store
 
 # Small and quick: two epochs, no progress bar; a few hundred synthetic points.
 QUICK = [
@@ -43,7 +44,7 @@ def composed(*overrides: str) -> DictConfig:
 def runs_in(store: Path | str) -> list[Run]:
     """Every run in the store (a SQLite file or a tracking URI), oldest first."""
     uri = store if isinstance(store, str) else f"sqlite:///{store}"
-    client = MlflowClient(uri)
+    client = open_store(uri)  # waits while a process is creating the store (its lock)
     experiments = [e.experiment_id for e in client.search_experiments()]
     return client.search_runs(experiments, order_by=["attributes.start_time ASC"])
 
@@ -83,7 +84,7 @@ class InProcessCommand:
         return self.workdir / "mlflow.db"
 
     def client(self) -> MlflowClient:
-        return MlflowClient(f"sqlite:///{self.store}")
+        return open_store(f"sqlite:///{self.store}")  # safe while a run creates the store
 
     def runs(self) -> list[Run]:
         return runs_in(self.store)
@@ -136,7 +137,7 @@ class CLI:
         return self.workdir / "mlflow.db"
 
     def client(self) -> MlflowClient:
-        return MlflowClient(f"sqlite:///{self.store}")
+        return open_store(f"sqlite:///{self.store}")  # safe while a run creates the store
 
     def runs(self) -> list[Run]:
         return runs_in(self.store)
