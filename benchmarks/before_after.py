@@ -2,7 +2,7 @@
 an earlier commit (a git worktree), each in its own processes (PYTHONPATH names its src/), the
 two alternating repetition by repetition so that a change in the machine's load lands on both.
 
-    python benchmarks/before_after.py --before f33c06b --root ../shared/data
+    python benchmarks/before_after.py --before f33c06b --root ../shared/data [--after HEAD]
 
 - start-up: from the command to its "epoch 1/1" line, a one-batch epoch of the default job
   (the store exists already, as for every run after a user's first);
@@ -136,18 +136,23 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--before", required=True, help="the earlier commit")
     parser.add_argument("--root", default=os.environ.get("VNNLAB_DATA_ROOT", "data"))
+    parser.add_argument("--after", help="a later commit (default: this checkout as it is)")
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="vnnlab-before-after-") as temporary:
         folder = Path(temporary)
-        subprocess.run(["git", "-C", str(HERE), "worktree", "add", "--detach", "-q",
-                        str(folder / "before-tree"), args.before], check=True)  # fmt: skip
+        trees = {"before-tree": args.before} | ({"after-tree": args.after} if args.after else {})
+        for name, commit in trees.items():
+            subprocess.run(["git", "-C", str(HERE), "worktree", "add", "--detach", "-q",
+                            str(folder / name), commit], check=True)  # fmt: skip
         try:
-            versions = [Version(args.before, folder / "before-tree"), Version("after", HERE)]
+            after = folder / "after-tree" if args.after else HERE
+            versions = [Version(args.before, folder / "before-tree"), Version("after", after)]
             each = measure(versions, folder, str(Path(args.root).resolve()), args.repeats)
         finally:
-            subprocess.run(["git", "-C", str(HERE), "worktree", "remove", "--force",
-                            str(folder / "before-tree")], check=True)  # fmt: skip
+            for name in trees:
+                subprocess.run(["git", "-C", str(HERE), "worktree", "remove", "--force",
+                                str(folder / name)], check=True)  # fmt: skip
     text = table(each, args.before, "after")
     print(text)
     RESULTS.mkdir(parents=True, exist_ok=True)
