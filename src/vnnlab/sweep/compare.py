@@ -4,8 +4,8 @@ parameter, logged to the sweep's parent run: what vnnlab-compare and the end of 
 A sweep in MLflow (written by vnnlab.sweep.callback): a parent run tagged
 `vnnlab.sweep.role=parent`, whose tag `vnnlab.sweep.params` lists the swept keys, and one
 child run per job tagged `mlflow.parentRunId=<parent>`, with the resolved config as dotted
-params and `{stage}/{term}` metrics. A row is a dict: `run_id`, `name`, params, metrics, `status`, `duration_s`, `failure`;
-metric keys contain "/", config keys never do.
+params and `{stage}/{term}` metrics. A row is a dict: `run_id`, `name`, params, metrics,
+`status`, `duration_s`, `failure`; metric keys contain "/", config keys never do.
 """
 
 import csv
