@@ -62,6 +62,9 @@ class Version:
         self.command = [sys.executable, "-m", "vnnlab" if new_layout else "vnnlab.cli"]
         self.env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
         self.env["PYTHONPATH"] = str(tree / "src")
+        # one torch thread: on 2 cores, another process's threads would otherwise multiply a
+        # fit's time several-fold (DESIGN.md), and land on one version's repetition only
+        self.env["OMP_NUM_THREADS"] = "1"
 
     def run(self, folder: Path, *arguments: str) -> float:
         start = time.perf_counter()
