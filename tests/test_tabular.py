@@ -232,3 +232,51 @@ def test_predict_reads_a_run_from_a_tracking_server(cli, csv, mlflow_server):
     assert result.returncode == 0, result.stderr[-3000:]
     output = pd.read_csv(cli.workdir / "out.csv")
     assert len(output) == 400 and "y_mean" in output and "y_sd" not in output  # no density
+
+
+def scores_table(n: int = 300, seed: int = 0) -> pd.DataFrame:
+    """An integer-valued measurement with few values (a 0-10 score) and a count with many."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 2))
+    score = np.clip(np.round(5 + 2 * x[:, 0] + rng.normal(0, 0.5, n)), 0, 10).astype(int)
+    count = np.round(100 + 30 * x[:, 1]).astype(int)  # > 20 distinct values: read as real
+    return pd.DataFrame({"a": x[:, 0], "b": x[:, 1], "score": score, "count": count})
+
+
+@pytest.mark.parametrize(
+    ("model", "target", "override"),
+    [
+        ("bnn_regressor", "score", "data.task=regression"),
+        ("mlp_regressor", "score", "data.task=regression"),
+        ("mlp_classifier", "count", "data.task=classification"),
+    ],
+)
+def test_a_model_of_the_other_kind_is_told_the_override_that_reads_the_target_its_way(
+    tmp_path, model, target, override
+):
+    """An integer target reads as classes (≤ 20 values) or as real values (more); a model of
+    the other kind is refused in one line naming the override, and trains with it."""
+    path = tmp_path / "scores.csv"
+    scores_table().to_csv(path, index=False)
+    other = "count" if target == "score" else "score"
+    overrides = [f"model={model}", "data=tabular", f"data.path={path}", f"data.target={target}",
+                 f"data.drop=[{other}]", *QUICK, "trainer.max_epochs=1",
+                 f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}"]  # fmt: skip
+    with pytest.raises(BadInputError) as caught:
+        api.run(overrides)
+    message = str(caught.value)
+    assert f"add {override} to read its target as" in message and "\n" not in message
+    result = api.run([*overrides, override])
+    info = result.datamodule.info()
+    if override == "data.task=regression":  # the scores as real numbers, in their units
+        assert (info.target, info.out_features) == ("real", 1)
+        assert set(result.datamodule.split("train")[1][:, 0].tolist()) <= set(range(11))
+        assert np.isfinite(result.metrics["test/mse"])
+    else:
+        assert info.target == "class" and info.out_features == scores_table()["count"].nunique()
+
+
+def test_real_valued_targets_offer_no_classes_and_labels_no_regression(tmp_path, csv):
+    """Only a numeric target is offered as real values, only integers as labels."""
+    assert TabularDataModule(path=str(csv), target="y", drop=["kind"]).info().other_target is None
+    assert TabularDataModule(path=str(csv), target="kind", drop=["y"]).info().other_target is None

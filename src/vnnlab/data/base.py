@@ -25,7 +25,9 @@ class DataInfo:
     true_function, input_range, gap: a known regression function f: (B, n) → (B, q), the
     interval its inputs are drawn from, and an interval left without training inputs;
     input_variances: λ₁ ≥ … ≥ λₙ, the population variances of the inputs along their principal
-    axes (the eigenvalues of their covariance), when the data set knows them.
+    axes (the eigenvalues of their covariance), when the data set knows them; other_target:
+    (kind, override) when the same data set gives targets of that other kind under that
+    override, e.g. ("real", "data.task=regression") for integer labels read as classes.
     """
 
     in_features: int
@@ -38,6 +40,7 @@ class DataInfo:
     input_range: tuple[float, float] | None = None
     gap: tuple[float, float] | None = None
     input_variances: tuple[float, ...] | None = None
+    other_target: tuple[Target, str] | None = None
 
     def model_dims(self) -> dict[str, int]:
         """The sizes a model takes from its data (a model's signature picks what it needs)."""

@@ -2,7 +2,8 @@
 
 The task follows from `data.target`: no target → inputs only (PCA, autoencoders, VAE); a real
 target → regression; labels → classification (`data.task` says so when it is not obvious: text
-or boolean labels, or integers with at most 20 distinct values, are classes). Inputs are
+or boolean labels, or integers with at most 20 distinct values, are classes). A model of the
+other kind on such a target is refused with the `data.task=...` that reads it its way. Inputs are
 standardised with the training split's mean and standard deviation (the data module's state, so
 a checkpoint carries them for vnnlab-predict); a regression target stays on its own scale, so
 every regression metric is in the target's units. Rows are split train/val/test by seeded
@@ -116,7 +117,8 @@ class TabularDataModule(VNNDataModule):
         loc, scale = _standardisation(x[assignment == "train"])
         self.scaling = {"inputs": inputs, "loc": loc.tolist(), "scale": scale.tolist(),
                         "targets": self.targets, "task": self._task(table),
-                        "classes": labels[1] if labels is not None else None}  # fmt: skip
+                        "classes": labels[1] if labels is not None else None,
+                        "other_task": self._other_task(table)}  # fmt: skip
         x = (x - loc) / scale
         y = self._target_tensor(table, labels)
         for name in SPLITS:
@@ -167,6 +169,17 @@ class TabularDataModule(VNNDataModule):
         if len(self.targets) == 1 and _looks_like_classes(column):
             return "classification"
         return "regression"
+
+    def _other_task(self, table: pd.DataFrame) -> str | None:
+        """The task this target also reads as: numbers read as classes are real values too,
+        and integers read as real values are labels too (one column)."""
+        if len(self.targets) != 1:
+            return None
+        column = table[self.targets[0]]
+        numeric = pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column)
+        if self._task(table) == "classification":
+            return "regression" if numeric else None
+        return "classification" if numeric and np.all(np.mod(column.to_numpy(), 1) == 0) else None
 
     def _labels(self, table: pd.DataFrame) -> tuple[np.ndarray, list]:
         if len(self.targets) != 1:
@@ -221,7 +234,12 @@ class TabularDataModule(VNNDataModule):
             target, out = "real", len(self.targets)
         else:
             target, out = None, 0
-        return DataInfo(in_features=x.shape[1], n_train=len(x), target=target, out_features=out)
+        other = self.scaling.get("other_task")
+        other_target = None
+        if other is not None:  # what a model of the other kind is told to add
+            other_target = ("real" if other == "regression" else "class", f"data.task={other}")
+        return DataInfo(in_features=x.shape[1], n_train=len(x), target=target, out_features=out,
+                        other_target=other_target)  # fmt: skip
 
     def split(self, name: str) -> tuple[Tensor, ...]:
         self.setup()

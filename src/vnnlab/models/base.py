@@ -1,6 +1,7 @@
 """What every vnnlab model shares: optimiser and schedule from plain numbers, the {stage}/{term}
 logging contract, stateful evaluation metrics, and a stop at the first non-finite loss."""
 
+import inspect
 from collections.abc import Mapping
 from typing import Annotated, Any, ClassVar, Literal
 
@@ -66,14 +67,24 @@ class VNNModule(pl.LightningModule):
             raise bad_value("model.nesterov", True, "false unless optimizer=sgd and momentum > 0")
 
     @classmethod
+    def default(cls, name: str) -> Any:
+        """The signature default of knob `name` (for checks on configs that omit it)."""
+        return inspect.signature(cls).parameters[name].default
+
+    @classmethod
     def check_data(cls, info: DataInfo, args: Mapping[str, Any]) -> None:
         """Raise BadInputError when this model cannot train on data described by `info`."""
-        if cls.needs_target is not None and info.target != cls.needs_target:
-            offered = f"{info.target} targets" if info.target else "inputs only"
-            raise BadInputError(
-                f"model={cls.__name__} trains on data with {cls.needs_target} targets, but this "
-                f"data set has {offered}: pick a matching pair"
-            )
+        if cls.needs_target is None or info.target == cls.needs_target:
+            return
+        offered = f"{info.target} targets" if info.target else "inputs only"
+        mismatch = (
+            f"model={cls.__name__} trains on data with {cls.needs_target} targets, but this "
+            f"data set has {offered}"
+        )
+        if info.other_target is not None and info.other_target[0] == cls.needs_target:
+            raise BadInputError(f"{mismatch}: add {info.other_target[1]} to read its target as "
+                                f"{cls.needs_target} values")  # fmt: skip
+        raise BadInputError(f"{mismatch}: pick a matching pair")
 
     # --- optimisation -----------------------------------------------------------------------
 

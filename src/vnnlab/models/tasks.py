@@ -6,7 +6,6 @@ Every model of a task describes its predictive by S draws (S = 1 for a determini
 predictive mean, `acc` the accuracy of the predictive probabilities; at val and at test alike.
 """
 
-import inspect
 from collections.abc import Mapping
 from typing import Any
 
@@ -151,10 +150,6 @@ class ReductionModule(VNNModule):
         if not latent_dim < info.in_features:
             raise bad_value("model.latent_dim", latent_dim, f"an integer < {info.in_features} "
                             "(the data's input dimension)")  # fmt: skip
-
-    @classmethod
-    def default(cls, name: str) -> Any:
-        return inspect.signature(cls).parameters[name].default
 
     def encode(self, x: Tensor) -> Tensor:
         raise NotImplementedError
