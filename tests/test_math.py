@@ -5,18 +5,27 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from torch.distributions import Categorical, Normal, kl_divergence
+from torch.distributions import Categorical, MixtureSameFamily, Normal, kl_divergence
 
-from vnnlab.models.layers import BayesianMLP, BayesLinear
+from vnnlab.models.layers import (
+    BayesianMLP,
+    BayesLinear,
+    GaussianPrior,
+    NoiseVariance,
+    ScaleMixturePrior,
+)
 from vnnlab.models.losses import (
     categorical_nll,
     coverage,
     gaussian_kl,
     gaussian_log_prob,
     gaussian_nll,
+    kl_share,
     mixture_nll,
     negative_elbo_per_point,
+    optimal_noise_variance,
     sampled_log_ratio,
+    scale_mixture_log_prob,
     squared_error,
 )
 
@@ -63,11 +72,118 @@ def test_sampled_log_ratio_is_log_q_minus_log_prior():
     expected = torch.stack(
         [(Normal(mean, std).log_prob(t) - Normal(0.0, 0.5).log_prob(t)).sum() for t in theta]
     )
-    assert torch.allclose(sampled_log_ratio(theta, mean, std, 0.5), expected)
+    log_prior = Normal(0.0, 0.5).log_prob(theta)
+    assert torch.allclose(sampled_log_ratio(theta, mean, std, log_prior), expected)
+
+
+def mixture(pi: float, sigma1: float, sigma2: float) -> MixtureSameFamily:
+    """The scale-mixture prior as torch.distributions builds it."""
+    weights = Categorical(probs=torch.tensor([pi, 1 - pi], dtype=torch.float64))
+    scales = torch.tensor([sigma1, sigma2], dtype=torch.float64)
+    return MixtureSameFamily(weights, Normal(torch.zeros(2, dtype=torch.float64), scales))
+
+
+@pytest.mark.parametrize(("pi", "sigma1", "sigma2"), [(0.5, 1.0, math.exp(-6)), (0.25, 2.0, 0.1)])
+def test_scale_mixture_log_density_matches_torch_distributions(pi, sigma1, sigma2):
+    # near 0 the narrow component dominates, far out the wide one; at 40 σ₁ both densities
+    # underflow to 0 in float64 and only a log-space sum stays finite
+    x = torch.cat([torch.randn(200, dtype=torch.float64) * sigma2,
+                   torch.randn(200, dtype=torch.float64) * sigma1,
+                   torch.tensor([0.0, 40.0 * sigma1], dtype=torch.float64)])  # fmt: skip
+    expected = mixture(pi, sigma1, sigma2).log_prob(x)
+    assert torch.allclose(scale_mixture_log_prob(x, pi, sigma1, sigma2), expected)
+    assert torch.isfinite(scale_mixture_log_prob(x, pi, sigma1, sigma2)).all()
+    # one component alone (π → 1) is that Gaussian
+    alone = scale_mixture_log_prob(x, 1 - 1e-12, sigma1, sigma2)
+    assert torch.allclose(alone, Normal(0.0, sigma1).log_prob(x), atol=1e-9)
+
+
+def test_scale_mixture_monte_carlo_kl_matches_an_independent_computation():
+    """A Bayesian layer under the scale-mixture prior: each draw's log q − log π is what
+    torch.distributions gives on the same weights, and the mean over many draws agrees with an
+    independent estimate of KL(q ‖ π) from fresh draws within their standard errors."""
+    prior = ScaleMixturePrior(pi=0.5, sigma1=1.0, sigma2=math.exp(-6))
+    layer = BayesLinear(5, 3, prior=prior, rho_init=-2.0).double()
+    with torch.no_grad():
+        layer.weight_mu.normal_(0, 0.5)
+        layer.weight_rho.uniform_(-4, 0)
+    n = 20_000
+    layer(torch.zeros(1, 5, dtype=torch.float64), n_samples=n)
+    draws = layer.kl_monte_carlo().detach()  # (n,)
+    weight, bias = (t.detach() for t in layer._last_sample)
+    p = mixture(0.5, 1.0, math.exp(-6))
+
+    def log_ratio(theta, mean, rho):
+        q = Normal(mean.detach(), F.softplus(rho.detach()))
+        return (q.log_prob(theta) - p.log_prob(theta)).flatten(1).sum(1)
+
+    same = log_ratio(weight, layer.weight_mu, layer.weight_rho) + log_ratio(
+        bias, layer.bias_mu, layer.bias_rho
+    )
+    assert torch.allclose(draws, same)
+    q_w = Normal(layer.weight_mu.detach(), F.softplus(layer.weight_rho.detach()))
+    q_b = Normal(layer.bias_mu.detach(), F.softplus(layer.bias_rho.detach()))
+    fresh_w, fresh_b = q_w.sample((n,)), q_b.sample((n,))
+    fresh = (q_w.log_prob(fresh_w) - p.log_prob(fresh_w)).flatten(1).sum(1) + (
+        q_b.log_prob(fresh_b) - p.log_prob(fresh_b)
+    ).sum(1)
+    standard_error = math.sqrt(draws.var() / n + fresh.var() / n)
+    assert abs(draws.mean() - fresh.mean()) < 4 * standard_error
+    # and it is not the Gaussian prior's KL (the test tells the two priors apart)
+    gaussian = GaussianPrior(1.0)
+    closed = gaussian.kl(layer.weight_mu, F.softplus(layer.weight_rho)) + gaussian.kl(
+        layer.bias_mu, F.softplus(layer.bias_rho)
+    )
+    assert abs(draws.mean() - closed.detach()) > 10 * standard_error
+
+
+def test_the_scale_mixture_prior_has_no_closed_form_kl():
+    layer = BayesLinear(2, 2, prior=ScaleMixturePrior())
+    with pytest.raises(ValueError, match="monte_carlo"):
+        layer.kl_closed_form()
+
+
+def test_optimal_noise_variance_is_the_argmin_of_the_gaussian_nll():
+    y, f = torch.randn(40, 3, dtype=torch.float64), torch.randn(5, 40, 3, dtype=torch.float64)
+    best = optimal_noise_variance(y, f)
+    assert torch.allclose(best, ((y - f) ** 2).sum() / (5 * 40 * 3))
+
+    def total_nll(sigma2):
+        return gaussian_nll(y, f, sigma2).sum()
+
+    for factor in (0.9, 0.99, 1.01, 1.1):
+        assert total_nll(best * factor) > total_nll(best)
+    sigma2 = best.clone().requires_grad_()
+    (grad,) = torch.autograd.grad(total_nll(sigma2), sigma2)
+    assert abs(grad.item()) < 1e-8 * total_nll(best).abs().item()
+
+
+def test_kl_share_by_hand():
+    assert kl_share(torch.tensor(3.0), torch.tensor(1.0)).item() == pytest.approx(0.75)
+    # a negative data term (a Gaussian −log density below 0) counts by its size
+    assert kl_share(torch.tensor(11.76), torch.tensor(-0.88)).item() == pytest.approx(11.76 / 12.64)
+
+
+def test_noise_variance_modes():
+    y, f = torch.randn(8, 2), torch.randn(3, 8, 2)
+    fixed = NoiseVariance(0.3)
+    assert fixed().item() == pytest.approx(0.3) and not list(fixed.parameters())
+    assert fixed.state_dict() == {}  # a hyper-parameter: older checkpoints load unchanged
+    assert fixed.for_step(y, f).item() == pytest.approx(0.3)
+    learned = NoiseVariance(0.3, "learned")
+    assert [p.shape for p in learned.parameters()] == [torch.Size([])]
+    learned.for_step(y, f).backward()  # a parameter of the objective
+    assert learned.log_sigma2.grad is not None
+    optimal = NoiseVariance(0.3, "optimal")
+    assert optimal.for_step(y, f).item() == pytest.approx(((y - f) ** 2).mean().item())
+    assert optimal().item() == pytest.approx(0.3)  # until an epoch ends
+    optimal.end_epoch(torch.tensor(0.05))
+    assert optimal().item() == pytest.approx(0.05)
+    assert set(optimal.state_dict()) == {"log_sigma2"}  # kept for evaluation after a reload
 
 
 def test_monte_carlo_kl_agrees_with_closed_form_within_standard_error():
-    layer = BayesLinear(6, 4, prior_std=0.8, rho_init=-1.0).double()
+    layer = BayesLinear(6, 4, prior=GaussianPrior(0.8), rho_init=-1.0).double()
     with torch.no_grad():
         layer.weight_mu.normal_()
     n = 20_000
@@ -80,7 +196,7 @@ def test_monte_carlo_kl_agrees_with_closed_form_within_standard_error():
 
 def test_monte_carlo_elbo_agrees_with_closed_form_elbo_within_standard_error():
     """F̂ with the sampled KL and F̂ with the exact KL estimate the same ELBO."""
-    net = BayesianMLP(2, [8], 1, "tanh", prior_std=1.0, rho_init=-2.0).double()
+    net = BayesianMLP(2, [8], 1, "tanh", prior=GaussianPrior(1.0), rho_init=-2.0).double()
     x, y = torch.randn(20, 2, dtype=torch.float64), torch.randn(20, 1, dtype=torch.float64)
     n_train, sigma2, n = 20, 0.5, 4000
     with torch.no_grad():

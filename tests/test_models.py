@@ -22,6 +22,9 @@ REGRESSION = {"test/mse", "test/rmse", "test/noise_floor", "train/loss", "val/lo
 PREDICTIVE = {"test/nll", "val/nll", "test/coverage95", "val/coverage95"}
 ELBO = {f"{stage}/{term}" for stage in ("train", "val", "test")
         for term in ("loss", "elbo", "kl", "expected_nll")}  # fmt: skip
+# whether the posterior learns, per epoch, in every BNN (two layers in these cases)
+POSTERIOR = {"train/kl_share", "train/posterior_sd_layer1", "train/posterior_sd_layer2"}
+BNN_FIGURES = {"signal_to_noise.png"}
 CLASSIFICATION = {
     "test/acc",
     "test/nll",
@@ -47,20 +50,28 @@ REDUCTION_FIGURES = {"reconstructions.png", "latent.png"}
 # name → (overrides, metrics that must be logged, figures that must be logged)
 CASES = {
     "mlp_regressor": (["model=mlp_regressor", *SMALL_SYNTHETIC], REGRESSION, {"fit.png"}),
-    "bnn_regressor": (SMALL_SYNTHETIC, REGRESSION | PREDICTIVE | ELBO, {"fit.png"}),
-    "bnn_regressor-local_reparam-M4": (
-        ["model.estimator=local_reparam", "model.mc_samples=4", *SMALL_SYNTHETIC],
-        REGRESSION | PREDICTIVE | ELBO,
-        {"fit.png"},
+    "bnn_regressor": (
+        SMALL_SYNTHETIC,
+        REGRESSION | PREDICTIVE | ELBO | POSTERIOR | {"train/sigma2"},
+        {"fit.png"} | BNN_FIGURES,
     ),
-    "bnn_regressor-monte_carlo_kl-2d": (
-        ["model.kl=monte_carlo", "model.mc_samples=3", "data.input_dim=2", *SMALL_SYNTHETIC],
-        REGRESSION | PREDICTIVE | ELBO,
-        set(),  # no fit figure for a 2-D input
+    "bnn_regressor-weights-M4-learned_sigma2": (
+        ["model.estimator=weights", "model.mc_samples=4", "model.learn_sigma2=true",
+         *SMALL_SYNTHETIC],
+        REGRESSION | PREDICTIVE | ELBO | POSTERIOR | {"train/sigma2"},
+        {"fit.png"} | BNN_FIGURES,
+    ),
+    "bnn_regressor-scale_mixture-2d": (
+        ["model.prior=scale_mixture", "model.kl=monte_carlo", "model.estimator=weights",
+         "model.mc_samples=3", "data.input_dim=2", *SMALL_SYNTHETIC],
+        REGRESSION | PREDICTIVE | ELBO | POSTERIOR,
+        BNN_FIGURES,  # no fit figure for a 2-D input
     ),
     "mlp_classifier": (["model=mlp_classifier", *TINY_MNIST], CLASSIFICATION, FIGURES),
     "bnn_classifier": (
-        ["model=bnn_classifier", "model.mc_samples=2", *TINY_MNIST], CLASSIFICATION | ELBO, FIGURES
+        ["model=bnn_classifier", "model.mc_samples=2", *TINY_MNIST],
+        CLASSIFICATION | ELBO | POSTERIOR,
+        FIGURES | BNN_FIGURES,
     ),
     "pca-manifold": (
         ["model=pca", *SMALL_MANIFOLD], RECONSTRUCTION | {"test/pca_mse"}, REDUCTION_FIGURES
@@ -79,10 +90,10 @@ CASES = {
     "autoencoder-mnist": (
         ["model=autoencoder", "model.latent_dim=3", *TINY_MNIST], RECONSTRUCTION, REDUCTION_FIGURES
     ),
-    "vae-manifold-gaussian-M2": (
+    "vae-manifold-gaussian-M2-optimal_sigma2": (
         ["model=vae", "model.hidden=[16]", "model.mc_samples=2", "model.is_samples=8",
-         *SMALL_MANIFOLD],
-        VAE_METRICS,
+         "model.learn_sigma2=optimal", *SMALL_MANIFOLD],
+        VAE_METRICS | {"train/sigma2"},
         REDUCTION_FIGURES | {"traversal.png"},
     ),
     "vae-mnist-bernoulli": (

@@ -90,8 +90,53 @@ def test_nesterov_needs_sgd_with_momentum():
 
 
 def test_monte_carlo_kl_needs_sampled_weights():
-    with pytest.raises(BadInputError, match="model.kl"):
+    with pytest.raises(BadInputError, match="model.kl") as caught:
         validate(composed("model.kl=monte_carlo", "model.estimator=local_reparam"))
+    assert "add model.estimator=weights" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["model.prior=scale_mixture"],  # the regressor's defaults: local_reparam, closed_form
+         "model.estimator='local_reparam' is not allowed: expected weights with "
+         "model.prior=scale_mixture (a KL without closed form, estimated on sampled weights): "
+         "add model.estimator=weights model.kl=monte_carlo"),
+        (["model.prior=scale_mixture", "model.estimator=weights"],
+         "model.kl='closed_form' is not allowed: expected monte_carlo with "
+         "model.prior=scale_mixture (a KL without closed form, estimated on sampled weights): "
+         "add model.kl=monte_carlo"),
+        (["model=bnn_classifier", "data=mnist", "model.prior=scale_mixture"],
+         "model.kl='closed_form' is not allowed: expected monte_carlo"),
+        (["model=vae", "model.likelihood=bernoulli", "model.learn_sigma2=true"],
+         "model.learn_sigma2=True is not allowed: expected false with model.likelihood=bernoulli"),
+        (["model.learn_sigma2=optimal"],  # the BNN learns σ² by gradient only
+         "model.learn_sigma2='optimal' is not allowed: expected true or false"),
+        (["model.prior_pi=1"], "model.prior_pi=1 is not allowed: expected a number in (0, 1)"),
+        (["model.rho_lr_scale=0"], "model.rho_lr_scale=0 is not allowed: expected a number > 0"),
+    ],
+)  # fmt: skip
+def test_the_scale_mixture_and_learned_sigma2_are_refused_where_they_cannot_work(
+    overrides, message
+):
+    with pytest.raises(BadInputError) as caught:
+        validate(composed(*overrides))
+    assert message in str(caught.value)
+    assert "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["model.prior=scale_mixture", "model.estimator=weights", "model.kl=monte_carlo"],
+        ["model=bnn_classifier", "data=mnist", "model.prior=scale_mixture", "model.kl=monte_carlo"],
+        ["model.learn_sigma2=true", "model.sigma2=0.001"],
+        ["model=vae", "model.learn_sigma2=optimal"],
+        ["model=vae", "model.learn_sigma2=true"],
+    ],
+)
+def test_the_new_options_pass_where_they_work(overrides):
+    validate(composed(*overrides))
 
 
 @pytest.mark.parametrize(

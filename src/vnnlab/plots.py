@@ -39,6 +39,30 @@ def regression_fit(
     return figure
 
 
+def signal_to_noise(snr_by_layer: dict[str, Tensor]) -> Figure:
+    """The signal-to-noise ratio |μ|/σ of every weight of a Bayesian network, in decibels
+    (10 log₁₀ |μ|/σ), as Blundell et al. (2015, fig. 4) draw it before pruning by it: its
+    density over all weights (left) and its cumulative distribution per layer (right). Weights
+    with a low ratio are noise the posterior could drop; a posterior that never left a narrow
+    initialisation has almost none."""
+    figure = Figure(figsize=(10, 4), layout="constrained")
+    density, cumulative = figure.subplots(1, 2)
+    decibels = {name: 10 * snr.clamp_min(1e-12).log10() for name, snr in snr_by_layer.items()}
+    every = torch.cat(list(decibels.values())).numpy()
+    density.hist(every, bins=60, density=True, color="tab:blue", alpha=0.8)
+    density.set_xlabel("signal-to-noise |μ|/σ (dB)")
+    density.set_ylabel("density")
+    density.set_title(f"all {len(every)} weights and biases")
+    for name, values in decibels.items():
+        ordered = values.sort().values.numpy()
+        share = torch.arange(1, len(ordered) + 1).numpy() / len(ordered)
+        cumulative.plot(ordered, share, label=f"{name} ({len(ordered)})")
+    cumulative.set_xlabel("signal-to-noise |μ|/σ (dB)")
+    cumulative.set_ylabel("share of the layer's weights below")
+    cumulative.legend(loc="best", fontsize="small")
+    return figure
+
+
 def reliability_diagram(probs: Tensor, labels: Tensor, n_bins: int) -> Figure:
     """Accuracy against confidence in `n_bins` equal-width bins, with the count per bin drawn
     underneath (log scale) so that sparse bins are visible."""

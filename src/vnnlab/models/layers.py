@@ -2,17 +2,25 @@
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vnnlab.models.losses import gaussian_kl, sampled_log_ratio
+from vnnlab.models.losses import (
+    gaussian_kl,
+    gaussian_log_prob,
+    optimal_noise_variance,
+    sampled_log_ratio,
+    scale_mixture_log_prob,
+)
 
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "identity": nn.Identity}
 Activation = Literal["relu", "tanh", "identity"]
 Estimator = Literal["weights", "local_reparam"]
+NoiseMode = Literal["fixed", "learned", "optimal"]
 
 
 def make_mlp(
@@ -28,6 +36,38 @@ def make_mlp(
     return nn.Sequential(*layers)
 
 
+@dataclass(frozen=True)
+class GaussianPrior:
+    """π(θ) = N(0, s²) for every weight and bias; its KL from q has a closed form."""
+
+    std: float = 1.0
+
+    def log_prob(self, theta: Tensor) -> Tensor:
+        return gaussian_log_prob(theta, torch.zeros_like(theta), self.std**2)
+
+    def kl(self, mean: Tensor, std: Tensor) -> Tensor:
+        return gaussian_kl(mean, std, self.std)
+
+
+@dataclass(frozen=True)
+class ScaleMixturePrior:
+    """π(θ) = π N(0, σ₁²) + (1 − π) N(0, σ₂²) per weight (Blundell et al. 2015): a wide
+    component and a narrow one near 0. Its KL from q has no closed form: Monte Carlo only."""
+
+    pi: float = 0.5
+    sigma1: float = 1.0
+    sigma2: float = 0.0025
+
+    def log_prob(self, theta: Tensor) -> Tensor:
+        return scale_mixture_log_prob(theta, self.pi, self.sigma1, self.sigma2)
+
+    def kl(self, mean: Tensor, std: Tensor) -> Tensor:
+        raise ValueError("the scale-mixture prior has no closed-form KL: use kl='monte_carlo'")
+
+
+Prior = GaussianPrior | ScaleMixturePrior
+
+
 class BayesLinear(nn.Module):
     """Linear layer with a mean-field Gaussian posterior q(W, b) = N(μ, diag softplus(ρ)²).
 
@@ -41,12 +81,12 @@ class BayesLinear(nn.Module):
         self,
         in_features: int,
         out_features: int,
-        prior_std: float = 1.0,
+        prior: Prior = GaussianPrior(),
         rho_init: float = -6.0,
         estimator: str = "weights",
     ):
         super().__init__()
-        self.prior_std = prior_std
+        self.prior = prior
         self.estimator = estimator
         # μ starts like nn.Linear's weights; std = softplus(ρ_init) starts tiny (≈2.5e-3 at −6).
         bound = 1 / math.sqrt(in_features)
@@ -83,19 +123,30 @@ class BayesLinear(nn.Module):
         return mean + var.sqrt() * torch.randn_like(mean)
 
     def kl_closed_form(self) -> Tensor:
-        """KL(q ‖ π) of this layer's weights and bias."""
-        return gaussian_kl(
-            self.weight_mu, F.softplus(self.weight_rho), self.prior_std
-        ) + gaussian_kl(self.bias_mu, F.softplus(self.bias_rho), self.prior_std)
+        """KL(q ‖ π) of this layer's weights and bias (a Gaussian prior)."""
+        return self.prior.kl(self.weight_mu, F.softplus(self.weight_rho)) + self.prior.kl(
+            self.bias_mu, F.softplus(self.bias_rho)
+        )
 
     def kl_monte_carlo(self) -> Tensor:
         """(M,) log q(θ⁽ᵐ⁾) − log π(θ⁽ᵐ⁾) of the weights drawn by the last forward pass."""
         if self._last_sample is None:
             raise RuntimeError("kl_monte_carlo needs a forward pass with estimator='weights' first")
         weight, bias = self._last_sample
+        w_std, b_std = F.softplus(self.weight_rho), F.softplus(self.bias_rho)
         return sampled_log_ratio(
-            weight, self.weight_mu, F.softplus(self.weight_rho), self.prior_std
-        ) + sampled_log_ratio(bias, self.bias_mu, F.softplus(self.bias_rho), self.prior_std)
+            weight, self.weight_mu, w_std, self.prior.log_prob(weight)
+        ) + sampled_log_ratio(bias, self.bias_mu, b_std, self.prior.log_prob(bias))
+
+    def posterior_std(self) -> Tensor:
+        """softplus(ρ) of every weight and bias, flattened: (out·in + out,)."""
+        return F.softplus(torch.cat([self.weight_rho.flatten(), self.bias_rho]))
+
+    def signal_to_noise(self) -> Tensor:
+        """|μ| / σ of every weight and bias, flattened (Blundell et al. 2015, § 5.1: the
+        weights a pruning by signal-to-noise would remove first have the lowest)."""
+        mean = torch.cat([self.weight_mu.flatten(), self.bias_mu])
+        return mean.abs() / self.posterior_std()
 
 
 class BayesianMLP(nn.Module):
@@ -107,14 +158,14 @@ class BayesianMLP(nn.Module):
         hidden: Sequence[int],
         out_features: int,
         activation: str,
-        prior_std: float = 1.0,
+        prior: Prior = GaussianPrior(),
         rho_init: float = -6.0,
         estimator: str = "weights",
     ):
         super().__init__()
         sizes = [in_features, *hidden, out_features]
         self.layers = nn.ModuleList(
-            BayesLinear(n_in, n_out, prior_std, rho_init, estimator)
+            BayesLinear(n_in, n_out, prior, rho_init, estimator)
             for n_in, n_out in zip(sizes[:-1], sizes[1:], strict=True)
         )
         self.activation = ACTIVATIONS[activation]()
@@ -134,3 +185,47 @@ class BayesianMLP(nn.Module):
         if method == "closed_form":
             return sum(layer.kl_closed_form() for layer in self.layers)
         return sum(layer.kl_monte_carlo() for layer in self.layers).mean()
+
+
+class NoiseVariance(nn.Module):
+    """The σ² of a Gaussian likelihood N(y; f, σ² I), in one of three modes:
+
+    - "fixed": the value given, never changed;
+    - "learned": σ² = exp(s) with s a parameter of the objective, trained by gradient with the
+      rest (positive by construction), starting from the value given;
+    - "optimal": at every training step, the closed-form optimum given that step's residuals
+      (losses.optimal_noise_variance; Rybkin et al. 2021), held fixed in the gradient; the mean
+      of those optima over the last training epoch (the optimum over the epoch's residuals)
+      serves evaluation and prediction.
+
+    Checkpoints: "fixed" keeps nothing (the value is a hyper-parameter), the others keep s.
+    """
+
+    def __init__(self, sigma2: float, mode: str = "fixed"):
+        super().__init__()
+        self.mode = mode
+        log_sigma2 = torch.tensor(math.log(sigma2))
+        if mode == "learned":
+            self.log_sigma2 = nn.Parameter(log_sigma2)
+        else:
+            self.register_buffer("log_sigma2", log_sigma2, persistent=mode == "optimal")
+
+    def forward(self) -> Tensor:
+        """σ² for evaluation and prediction (a 0-d tensor)."""
+        return self.log_sigma2.exp()
+
+    def for_step(self, y: Tensor, f: Tensor) -> Tensor:
+        """σ² for a training step with targets y (B, q) and predictions f (..., B, q)."""
+        if self.mode == "optimal":
+            return optimal_noise_variance(y, f.detach())
+        return self()
+
+    def end_epoch(self, sigma2: Tensor) -> None:
+        """In mode "optimal", keep the epoch's mean of the per-step optima for evaluation."""
+        if self.mode == "optimal":
+            self.log_sigma2.copy_(sigma2.detach().log())
+
+
+def noise_mode(learn_sigma2: bool | str) -> str:
+    """The `learn_sigma2` knob (false | true | optimal) as a NoiseVariance mode."""
+    return {False: "fixed", True: "learned"}.get(learn_sigma2, "optimal")

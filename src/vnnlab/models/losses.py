@@ -1,8 +1,8 @@
 """The formulas, each once, with its equation beside it.
 
 Notation (DESIGN.md, tutorial § "Variational bayesian inference"): posterior
-q_η(θ) = N(μ, diag std²) with std = softplus(ρ), prior π(θ) = N(0, s² I), Gaussian
-likelihood ℓ(y | θ) = N(y; f_θ(x), σ²).
+q_η(θ) = N(μ, diag std²) with std = softplus(ρ), prior π(θ) = N(0, s² I) or the scale
+mixture π N(0, σ₁²) + (1 − π) N(0, σ₂²) per weight, Gaussian likelihood ℓ(y | θ) = N(y; f_θ(x), σ²).
 """
 
 import math
@@ -28,14 +28,42 @@ def gaussian_kl(mean: Tensor, std: Tensor, prior_std: float) -> Tensor:
     return (math.log(prior_std) - torch.log(std) + (std**2 + mean**2) / (2 * prior_var) - 0.5).sum()
 
 
-def sampled_log_ratio(theta: Tensor, mean: Tensor, std: Tensor, prior_std: float) -> Tensor:
-    """log q_η(θ⁽ᵐ⁾) − log π(θ⁽ᵐ⁾) for each sample m: the Monte Carlo KL term of F̂(η).
+def scale_mixture_log_prob(x: Tensor, pi: float, sigma1: float, sigma2: float) -> Tensor:
+    """Elementwise log of the scale-mixture prior of Blundell et al. (2015, eq. 7):
 
-    theta: (M, *mean.shape) sampled parameters → (M,).
+    log π(x) = log [π N(x; 0, σ₁²) + (1 − π) N(x; 0, σ₂²)],
+    by logsumexp over the two components (each density alone underflows far in the tails).
+    """
+    zero = torch.zeros_like(x)
+    components = torch.stack(
+        [
+            math.log(pi) + gaussian_log_prob(x, zero, sigma1**2),
+            math.log1p(-pi) + gaussian_log_prob(x, zero, sigma2**2),
+        ]
+    )
+    return torch.logsumexp(components, dim=0)
+
+
+def sampled_log_ratio(theta: Tensor, mean: Tensor, std: Tensor, log_prior: Tensor) -> Tensor:
+    """log q_η(θ⁽ᵐ⁾) − log π(θ⁽ᵐ⁾) for each sample m: the Monte Carlo KL term of F̂(η), for any
+    prior (the only KL a prior without a closed form has, e.g. the scale mixture).
+
+    theta: (M, *mean.shape) sampled parameters, log_prior: log π(θ⁽ᵐ⁾) elementwise, the same
+    shape → (M,).
     """
     log_q = gaussian_log_prob(theta, mean, std**2)
-    log_prior = gaussian_log_prob(theta, torch.zeros_like(mean), prior_std**2)
     return (log_q - log_prior).flatten(start_dim=1).sum(dim=1)
+
+
+def optimal_noise_variance(y: Tensor, f: Tensor) -> Tensor:
+    """The σ² that maximises Σ_i log N(yᵢ; fᵢ, σ² I) given the residuals (Rybkin et al. 2021,
+    the calibrated decoder): setting the derivative of Σ_i [‖yᵢ − fᵢ‖²/(2σ²) + (q/2) log 2πσ²]
+    to zero gives σ²* = (1/(N q)) Σ_i ‖yᵢ − fᵢ‖², the mean squared residual per element.
+
+    y: (B, q), f: (..., B, q) (several draws of f average in as further residuals) → scalar.
+    The ELBO's optimum in σ² given q is the same with the residuals' expectation under q.
+    """
+    return ((y - f) ** 2).mean()
 
 
 def gaussian_nll(y: Tensor, f: Tensor, sigma2: float) -> Tensor:
@@ -94,6 +122,16 @@ def negative_elbo_per_point(nll: Tensor, kl: Tensor, n_train: int) -> dict[str, 
     kl_per_point = (kl / n_train).expand_as(expected_nll)
     loss = expected_nll + kl_per_point
     return {"loss": loss, "elbo": -loss, "expected_nll": expected_nll, "kl": kl_per_point}
+
+
+def kl_share(kl: Tensor, data_term: Tensor) -> Tensor:
+    """How much of the loss KL/N + E_q[−log ℓ]/N is the KL: KL / (KL + |data term|) ∈ [0, 1].
+
+    The data term of a Gaussian likelihood can be negative (−log N(y; f, σ²) < 0 when σ² is
+    small), so its magnitude is taken; for a data term ≥ 0 this is KL / loss. Near 1, the
+    posterior is still paying for its distance to the prior rather than fitting the data.
+    """
+    return kl / (kl + data_term.abs())
 
 
 # ---------------------------------------------------------------------------------------------
