@@ -51,7 +51,8 @@ def test_main_job_records_a_complete_run(command):
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"config.yaml", "figures", "checkpoints"} <= artifacts
     assert [a.path for a in client.list_artifacts(run.info.run_id, "figures")] == [
-        "figures/fit.png"
+        "figures/fit.png",
+        "figures/signal_to_noise.png",
     ]
     checkpoint = client.download_artifacts(
         run.info.run_id, "checkpoints/last.ckpt", str(command.workdir)
