@@ -62,10 +62,11 @@ def _hydra_main(cfg: DictConfig) -> dict[str, Any] | None:
     import_job_code()  # then the job's modules, which need what it imported
     from vnnlab.run import console
     from vnnlab.run.train import TrackingIncomplete, train
-    from vnnlab.sweep.job import run_job
 
     hydra_cfg = HydraConfig.get()
     if hydra_cfg.mode == RunMode.MULTIRUN:
+        from vnnlab.sweep.job import run_job  # and the sweeper's Optuna: jobs of a sweep only
+
         return run_job(cfg, run_context(hydra_cfg))
     try:
         run = train(cfg, run_context(hydra_cfg))
