@@ -56,7 +56,23 @@ class CommandResult:
     stderr: str
 
 
-class InProcessCommand:
+class LaunchFolder:
+    """A folder a command starts in: its default store, workdir/mlflow.db, and its runs."""
+
+    workdir: Path
+
+    @property
+    def store(self) -> Path:
+        return self.workdir / "mlflow.db"
+
+    def client(self) -> MlflowClient:
+        return open_store(f"sqlite:///{self.store}")  # safe while a run creates the store
+
+    def runs(self) -> list[Run]:
+        return runs_in(self.store)
+
+
+class InProcessCommand(LaunchFolder):
     """`vnnlab-train <argv>` as `vnnlab.commands.train.main(argv)` in this process, started in
     `workdir` (so the default store is workdir/mlflow.db), with what it printed and its exit
     code. For what needs no separate process: exit codes, messages, runs, sweeps with Hydra's
@@ -79,18 +95,8 @@ class InProcessCommand:
         out, err = self.capfd.readouterr()
         return CommandResult(code, out, err)
 
-    @property
-    def store(self) -> Path:
-        return self.workdir / "mlflow.db"
 
-    def client(self) -> MlflowClient:
-        return open_store(f"sqlite:///{self.store}")  # safe while a run creates the store
-
-    def runs(self) -> list[Run]:
-        return runs_in(self.store)
-
-
-class CLI:
+class CLI(LaunchFolder):
     """`python -m vnnlab` (vnnlab-train) as a real process in `workdir`, for what needs one:
     signals, processes side by side, launchers that start processes."""
 
@@ -131,16 +137,6 @@ class CLI:
             time.sleep(0.5)
         process.kill()
         pytest.fail(f"no epoch logged: {process.communicate()[1][-2000:]}")
-
-    @property
-    def store(self) -> Path:
-        return self.workdir / "mlflow.db"
-
-    def client(self) -> MlflowClient:
-        return open_store(f"sqlite:///{self.store}")  # safe while a run creates the store
-
-    def runs(self) -> list[Run]:
-        return runs_in(self.store)
 
 
 def _sigint_interrupts() -> None:

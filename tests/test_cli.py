@@ -142,6 +142,13 @@ def test_a_multirun_lists_every_failed_job_and_exits_1(command):
     assert statuses == [("0.003", "FINISHED"), ("1e+30", "FAILED"), ("1e+31", "FAILED")]
 
 
+def printed_by_a_fresh_python(code: str) -> list[str]:
+    """What `code` prints, word by word, run in a new interpreter (nothing imported yet)."""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return result.stdout.split()
+
+
 def test_the_command_line_and_a_sweeps_parent_load_no_torch():
     """What answers --help and a bad override, and what a parallel sweep's parent runs (store,
     parent run, table, figure), load neither torch nor Lightning: seconds only a job needs.
@@ -152,9 +159,7 @@ def test_the_command_line_and_a_sweeps_parent_load_no_torch():
         "import vnnlab.sweep.compare, vnnlab.tracking.store, vnnlab.tracking.run; "
         "print(sorted({'torch', 'pytorch_lightning'} & set(sys.modules)))"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert result.stdout.split() == ["[]", "[]"]
+    assert printed_by_a_fresh_python(code) == ["[]", "[]"]
 
 
 @pytest.mark.parametrize("module", ["vnnlab", "vnnlab.train"])
@@ -187,8 +192,6 @@ def test_a_job_imports_its_code_once_without_collecting_and_freezes_it():
         "print(gc.get_stats()[2]['collections'] - before, frozen, gc.get_freeze_count() - frozen, "
         "gc.isenabled(), 'vnnlab.run.train' in sys.modules)"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr[-2000:]
-    full_collections, frozen, frozen_again, enabled, loaded = result.stdout.split()
+    full_collections, frozen, frozen_again, enabled, loaded = printed_by_a_fresh_python(code)
     assert full_collections == "0" and int(frozen) > 100_000 and frozen_again == "0"
     assert enabled == "True" and loaded == "True"
