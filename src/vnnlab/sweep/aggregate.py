@@ -21,7 +21,7 @@ from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 
 from vnnlab.errors import BadInputError
-from vnnlab.sweep.compare import csv_text, to_markdown
+from vnnlab.sweep.compare import csv_text, is_number, to_markdown
 
 
 @dataclass(frozen=True)
@@ -43,10 +43,6 @@ class Estimate:
         return f"{self.mean:.4g} ± {self.se:.2g}"
 
 
-def _finite(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-
-
 def chosen_per_group(
     rows: Sequence[dict[str, Any]], over: str, select: str, largest: bool = False
 ) -> list[dict[str, Any]]:
@@ -56,7 +52,7 @@ def chosen_per_group(
     best: dict[Any, dict[str, Any]] = {}
     for row in rows:
         value, score = row.get(over), row.get(select)
-        if value is None or not _finite(score):
+        if value is None or not is_number(score):
             continue
         held = best.get(value)
         if held is None or (score > held[select] if largest else score < held[select]):
@@ -97,7 +93,7 @@ def _summary(
 ) -> dict[str, Any]:
     summary = dict(head) | {"n": len(rows)}
     for metric in metrics:
-        values = [row[metric] for row in rows if _finite(row.get(metric))]
+        values = [row[metric] for row in rows if is_number(row.get(metric))]
         summary[metric] = Estimate.of(values) if values else None
     return summary
 

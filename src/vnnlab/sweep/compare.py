@@ -215,12 +215,13 @@ def _missing(value: Any) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value))
 
 
-def _is_number(value: Any) -> bool:
+def is_number(value: Any) -> bool:
+    """A finite int or float (not a bool): a value a table can average or plot."""
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _plottable_x(value: Any) -> bool:
-    return _is_number(value) or (isinstance(value, str) and value != "")
+    return is_number(value) or (isinstance(value, str) and value != "")
 
 
 def columns_of(rows: Iterable[dict[str, Any]]) -> list[str]:
@@ -282,7 +283,7 @@ def comparison_figure(
 ) -> Figure:
     """`metric` against the parameter `x` (numbers, or text such as a model's name), one line
     per value of `group`, over the rows with a finite `metric` and an `x`."""
-    plotted = [row for row in rows if _plottable_x(row.get(x)) and _is_number(row.get(metric))]
+    plotted = [row for row in rows if _plottable_x(row.get(x)) and is_number(row.get(metric))]
     if not plotted:
         raise BadInputError(f"nothing to plot: no run has both {x!r} and a number for {metric!r}")
     return metric_against_parameter(plotted, x=x, y=metric, group=group)
@@ -384,10 +385,10 @@ def figure_axes(
     if metric is None and sort_by is not None and "/" in sort_by:
         metric = sort_by
     metric = metric or next((c for c in columns_of(rows) if c.startswith("test/")), None)
-    numeric = [key for key in swept if any(_is_number(row.get(key)) for row in rows)]
+    numeric = [key for key in swept if any(is_number(row.get(key)) for row in rows)]
     x = x or next(iter([*numeric, *swept]), None)
     if metric is None or x is None:
         return None
     group = group or next((key for key in swept if key != x), None)
-    plottable = any(_plottable_x(row.get(x)) and _is_number(row.get(metric)) for row in rows)
+    plottable = any(_plottable_x(row.get(x)) and is_number(row.get(metric)) for row in rows)
     return (metric, x, group) if plottable or asked else None

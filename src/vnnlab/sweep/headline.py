@@ -10,7 +10,6 @@ The best child is the best FINISHED one by the sweep's objective: the Optuna swe
 sweeper's default too: a choice made on validation data, not on the test set it reports).
 """
 
-import math
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -24,6 +23,7 @@ from vnnlab import tags
 from vnnlab.sweep.compare import (
     SHOWN_BESIDE_TEST,
     child_runs,
+    is_number,
     sort_rows,
     swept_parameters,
     table_of,
@@ -54,7 +54,7 @@ class Objective:
 def best_row(rows: list[dict[str, Any]], objective: Objective) -> dict[str, Any] | None:
     """The FINISHED row with the best finite value of the objective; None if there is none."""
     scored = [
-        row for row in rows if row["status"] == "FINISHED" and _finite(row.get(objective.metric))
+        row for row in rows if row["status"] == "FINISHED" and is_number(row.get(objective.metric))
     ]
     if not scored:
         return None
@@ -68,7 +68,7 @@ def headline_metrics(metrics: dict[str, float], objective: Objective) -> dict[st
     return {
         key: value
         for key, value in metrics.items()
-        if (key.startswith("test/") or key in keys) and _finite(value)
+        if (key.startswith("test/") or key in keys) and is_number(value)
     }
 
 
@@ -121,7 +121,3 @@ def publish(tracking_uri: str, parent_run_id: str, objective: Objective) -> dict
         ]
     client.log_batch(parent_run_id, metrics=metrics, tags=run_tags)
     return best
-
-
-def _finite(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
