@@ -26,10 +26,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from comparisons.startup import seconds_to_first_epoch  # benchmarks/ is on the path
+
 HERE = Path(__file__).resolve().parents[1]
 RESULTS = HERE / "benchmarks" / "results"
-ONE_BATCH = ["trainer.max_epochs=1", "trainer.limit_train_batches=1",
-             "trainer.limit_val_batches=1", "trainer.num_sanity_val_steps=0"]  # fmt: skip
 SWEEP_JOB = ["model=mlp_regressor", "trainer.max_epochs=20", "trainer.enable_progress_bar=false"]
 SWEEP_JOBS = 20
 PARALLEL = ["model.lr=0.001,0.003,0.01,0.03", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]
@@ -75,18 +75,7 @@ class Version:
         return time.perf_counter() - start
 
     def seconds_to_first_epoch(self, folder: Path) -> float:
-        start = time.perf_counter()
-        process = subprocess.Popen(
-            [*self.command, *ONE_BATCH], cwd=folder, env=self.env,
-            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
-        )  # fmt: skip
-        seconds = None
-        for line in process.stderr:
-            if seconds is None and line.startswith("epoch 1/1"):
-                seconds = time.perf_counter() - start
-        if process.wait() != 0 or seconds is None:
-            raise RuntimeError(f"{self.name}: the one-batch run gave no epoch line")
-        return seconds
+        return seconds_to_first_epoch(folder, self.command, self.env)
 
     def fit_seconds(self, folder: Path, overrides: list[str]) -> float:
         arguments = [*overrides, f"tracking.uri=sqlite:///{folder / 'fit.db'}"]

@@ -42,11 +42,14 @@ def run(folder: Path, *arguments: str) -> None:
         raise RuntimeError(f"{' '.join(arguments)} exited {done.returncode}: {done.stderr[-2000:]}")
 
 
-def seconds_to_first_epoch(folder: Path) -> float:
+def seconds_to_first_epoch(
+    folder: Path, command: list[str] = COMMAND, env: dict[str, str] | None = None
+) -> float:
     """From the command to its "epoch 1/1" line on stderr."""
     start = time.perf_counter()
-    process = subprocess.Popen([*COMMAND, *ONE_BATCH], cwd=folder, stderr=subprocess.PIPE,
-                               stdout=subprocess.DEVNULL, text=True, env=environment())  # fmt: skip
+    process = subprocess.Popen([*command, *ONE_BATCH], cwd=folder, stderr=subprocess.PIPE,
+                               stdout=subprocess.DEVNULL, text=True,
+                               env=env or environment())  # fmt: skip
     seconds = None
     for line in process.stderr:
         if seconds is None and line.startswith("epoch 1/1"):
