@@ -61,14 +61,38 @@ class VNNDataModule(pl.LightningDataModule):
     - `reference_metrics()` (optional): yardsticks the data alone sets, logged beside the test
       metrics, e.g. the noise floor (a model adds its own from `info()`: VNNModule's);
     - `batches(split, shuffle)` (optional): how a split is served (default: index slices of
-      `split(name)`, the training split reshuffled every epoch from `seed`).
+      `split(name)`, the training split reshuffled every epoch from `seed`), built with
+      `tensor_batches`, which places them on the trainer's device and shares them out among
+      the processes of a multi-process fit.
     """
 
     batch_size: int
     seed: int
 
     def batches(self, split: str, shuffle: bool = False) -> TensorBatches:
-        return TensorBatches(self.split(split), self.batch_size, shuffle, self.seed)
+        return self.tensor_batches(self.split(split), shuffle)
+
+    def tensor_batches(
+        self,
+        tensors: tuple[Tensor, ...],
+        shuffle: bool,
+        transform: Callable[[tuple[Tensor, ...]], tuple[Tensor, ...]] | None = None,
+    ) -> TensorBatches:
+        """Batches of `tensors`, moved once to the device the trainer trains on (a GPU keeps
+        the whole split), this process's share of them when several train together."""
+        trainer = self.trainer
+        if trainer is None:  # served outside a fit (a test, a notebook)
+            return TensorBatches(tensors, self.batch_size, shuffle, self.seed, transform)
+        device = trainer.strategy.root_device
+        return TensorBatches(
+            tuple(t.to(device) for t in tensors),
+            self.batch_size,
+            shuffle,
+            self.seed,
+            transform,
+            rank=trainer.global_rank,
+            replicas=trainer.world_size,
+        )
 
     def train_dataloader(self) -> TensorBatches:
         return self.batches("train", shuffle=True)

@@ -170,6 +170,4 @@ class MNISTDataModule(VNNDataModule):
     def batches(self, split: str, shuffle: bool = False) -> TensorBatches:
         # uint8 rows in memory; each batch is converted on its own (to_model_inputs)
         self.setup()
-        return TensorBatches(
-            self.splits[split], self.batch_size, shuffle, self.seed, transform=to_model_inputs
-        )
+        return self.tensor_batches(self.splits[split], shuffle, transform=to_model_inputs)
