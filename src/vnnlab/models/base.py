@@ -177,29 +177,35 @@ class VNNModule(pl.LightningModule):
 
     def training_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> Tensor:
         terms = self.training_terms(batch)
-        loss = terms["loss"]
-        if not torch.isfinite(loss):
-            raise NonFiniteLossError(
-                f"train/loss became {loss.item()} at step {self.global_step} "
-                f"(epoch {self.current_epoch}, batch {batch_idx})"
-            )
+        self._watch_for_non_finite(terms["loss"], batch_idx)
         self._add_to_epoch_means(terms, len(batch[0]))
         if batch_idx + 1 == self.trainer.num_training_batches:
-            self._log_epoch_means()  # here, so that callbacks see them at the epoch's end
-        return loss
+            self._end_training_epoch()  # here, so that callbacks see its means at the epoch's end
+        return terms["loss"]
 
     def on_train_epoch_start(self) -> None:
         self._train_sums: dict[str, Tensor] = {}
         self._train_count = 0
+        # the first step of the epoch with a non-finite loss: (step, batch, loss); -1: none
+        self._first_non_finite = torch.tensor([-1.0, -1.0, 0.0], device=self.device)
 
     def on_train_epoch_end(self) -> None:
         if self._train_count:  # an epoch cut short (max_steps, a time limit)
-            self._log_epoch_means()
+            self._end_training_epoch()
 
-    # --- train/ epoch means -----------------------------------------------------------------
-    # Summed here and handed to Lightning once per epoch: `self.log` costs about 1 ms a call
-    # even with on_step=False (its result collection is walked every time), a quarter of a
-    # small BNN's fit with four terms a step.
+    # --- train/ epoch means and the non-finite check ----------------------------------------
+    # Kept on the device and handed over once per epoch: a training step never waits for the
+    # device (no .item(), no `if tensor`), and `self.log` costs about 1 ms a call even with
+    # on_step=False (its result collection is walked every time), a quarter of a small BNN's
+    # fit with four terms a step. A loss that turns NaN or infinite stops the run at the end
+    # of its epoch, naming the step where it first did.
+
+    def _watch_for_non_finite(self, loss: Tensor, batch_idx: int) -> None:
+        loss = loss.detach().float()
+        first_here = ~torch.isfinite(loss) & (self._first_non_finite[0] < 0)
+        here = torch.stack([torch.full_like(loss, self.global_step),
+                            torch.full_like(loss, batch_idx), loss])  # fmt: skip
+        self._first_non_finite = torch.where(first_here, here, self._first_non_finite)
 
     def _add_to_epoch_means(self, terms: Mapping[str, Tensor], batch_size: int) -> None:
         for name, value in terms.items():
@@ -208,14 +214,34 @@ class VNNModule(pl.LightningModule):
             self._train_sums[name] = weighted if previous is None else previous + weighted
         self._train_count += batch_size
 
-    def _log_epoch_means(self) -> None:
-        """train/<term>: the mean over the epoch's examples (batches weighted by their size),
-        and what `training_epoch_metrics` adds."""
-        means = {name: total / self._train_count for name, total in self._train_sums.items()}
+    def _end_training_epoch(self) -> None:
+        """Stop at a non-finite loss, else log train/<term>: the mean over the epoch's examples
+        (batches weighted by their size; in a multi-process fit, over every process's
+        examples), and what `training_epoch_metrics` adds."""
+        names = list(self._train_sums)
+        count = torch.tensor(float(self._train_count), device=self.device)
+        failed = (self._first_non_finite[0] >= 0).float()
+        local = torch.stack([*(self._train_sums[name] for name in names), count, failed])
+        *sums, count, failed = self.trainer.strategy.reduce(local, reduce_op="sum")
+        if failed > 0:  # also where only another process diverged: all of them stop
+            raise self._non_finite_error()
+        means = {name: total / count for name, total in zip(names, sums, strict=True)}
         means |= self.training_epoch_metrics(means)
         logged = {f"train/{name}": value for name, value in means.items()}
         self.log_dict(logged, on_step=False, on_epoch=True, batch_size=1)
         self._train_sums, self._train_count = {}, 0
+
+    def _non_finite_error(self) -> NonFiniteLossError:
+        step, batch, loss = self._first_non_finite.tolist()
+        if step < 0:
+            return NonFiniteLossError(
+                "train/loss became non-finite in another process of this fit "
+                f"(epoch {self.current_epoch})"
+            )
+        return NonFiniteLossError(
+            f"train/loss became {loss} at step {int(step)} "
+            f"(epoch {self.current_epoch}, batch {int(batch)})"
+        )
 
     def on_validation_epoch_start(self) -> None:
         self._reset_metrics("val")
