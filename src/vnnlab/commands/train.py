@@ -60,7 +60,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
 def _hydra_main(cfg: DictConfig) -> dict[str, Any] | None:
     import_job_code()  # then the job's modules, which need what it imported
-    from vnnlab.run import console
+    from vnnlab.run import console, ranks
     from vnnlab.run.train import TrackingIncomplete, train
 
     hydra_cfg = HydraConfig.get()
@@ -79,6 +79,8 @@ def _hydra_main(cfg: DictConfig) -> dict[str, Any] | None:
         _exit(
             EXIT_FAILED, "the run failed: " + " ".join(f"{type(error).__name__}: {error}".split())
         )
+    if not ranks.is_rank_zero():  # rank 1, 2, … of a multi-process fit: rank 0 reports
+        return None
     print(
         f"\nvnnlab: run {run.run_id} FINISHED\n"
         f"{console.metrics_table(run.metrics)}\n"

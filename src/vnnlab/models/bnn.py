@@ -31,6 +31,7 @@ from typing import Annotated, Any, Literal
 
 import torch
 from matplotlib.figure import Figure
+from pytorch_lightning.utilities import rank_zero_only
 from torch import Tensor
 
 from vnnlab import plots
@@ -163,13 +164,11 @@ class BayesByBackprop:
             return
         rise, standard_error, epochs = gain
         if rise > ELBO_TOLERANCE and rise > 2 * standard_error:
-            print(
-                f"vnnlab: warning: the ELBO was still rising when training stopped: "
+            _warn(
+                f"the ELBO was still rising when training stopped: "
                 f"+{rise:.3g} nats per training point over the last {epochs} of "
                 f"{len(self.elbo_history)} epochs (tolerance {ELBO_TOLERANCE}); train longer "
-                "(trainer.max_epochs) or faster (model.lr, model.rho_lr_scale)",
-                file=sys.stderr,
-                flush=True,
+                "(trainer.max_epochs) or faster (model.lr, model.rho_lr_scale)"
             )
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -295,3 +294,8 @@ class BNNClassifier(BayesByBackprop, ClassificationModule):
 
     def objective_terms(self, nll_per_draw: Tensor, nll: Tensor) -> dict[str, Tensor]:
         return self._elbo_terms(nll_per_draw)
+
+
+@rank_zero_only  # one line, not one per process of a multi-process fit
+def _warn(message: str) -> None:
+    print(f"vnnlab: warning: {message}", file=sys.stderr, flush=True)

@@ -16,7 +16,7 @@ from vnnlab.data.base import VNNDataModule
 from vnnlab.errors import BadInputError
 from vnnlab.models.base import VNNModule
 from vnnlab.run import console
-from vnnlab.run.callbacks import DurableCheckpointIO, RandomState
+from vnnlab.run.callbacks import DurableCheckpointIO, RandomState, SeedTheFit, StopTogether
 from vnnlab.run.resume import LAST_CHECKPOINT
 
 
@@ -38,7 +38,7 @@ def build_trainer(
     """The Trainer with `callbacks` and vnnlab's own (epoch lines, last.ckpt, random state),
     built before the run exists so that Lightning's own refusals are bad input. The run's
     logger is attached once the run is open."""
-    callbacks = list(callbacks)
+    callbacks = [*callbacks, SeedTheFit(cfg.seed), StopTogether()]
     arguments = dict(cfg.trainer)
     if arguments.get("enable_progress_bar") == "auto":  # a bar on a terminal, else epoch lines
         arguments["enable_progress_bar"] = console.progress_on_a_terminal()

@@ -27,6 +27,9 @@ DEPENDENCY_WARNINGS = (
     r"`LightningModule.configure_optimizers` returned `None`",
     # a resumed run writes its checkpoints to a new folder; it tracks no best model to reload
     r"The dirpath has changed from",
+    # a multi-process fit: vnnlab's metrics are reduced across processes before they are
+    # logged (torchmetrics' compute, the strategy's reduce), so they need no sync_dist
+    r"It is recommended to use `self.log\(.*sync_dist=True\)`",
 )
 
 
@@ -64,6 +67,8 @@ class EpochLines(pl.Callback):
         self._started = time.perf_counter()
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not trainer.is_global_zero:  # one line per epoch, not one per process
+            return
         seconds = time.perf_counter() - self._started
         metrics = {  # the objective and the held-out metrics; the train/ terms are in MLflow
             k: float(v)

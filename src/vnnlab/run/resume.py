@@ -76,14 +76,19 @@ def owner_tags(checkpoint_dir: Path) -> dict[str, str]:
     }
 
 
-def prior_run(cfg: DictConfig, overrides: list[str], tracking_uri: str) -> PriorRun:
+def prior_run(
+    cfg: DictConfig, overrides: list[str], tracking_uri: str, writer: bool = True
+) -> PriorRun:
     """The run named by `cfg.resume`, checked and ready to continue. BadInputError when it does
-    not exist, is still running, is a sweep's parent, or other overrides were given."""
+    not exist, is still running, is a sweep's parent, or other overrides were given.
+    `writer=False`: a process that trains beside the run's writer (a multi-process fit's rank
+    1, 2, …), which may find the run RUNNING: its writer has reopened it."""
     run_id = str(cfg.resume)
     _refuse_other_overrides(overrides, run_id)
     client = open_existing_store(tracking_uri, "resume", run_id)
     run = _existing_run(client, run_id, tracking_uri)
-    _refuse_if_alive(run)
+    if writer:
+        _refuse_if_alive(run)
     config = _run_config(client, run)
     for key in REPLACING_OVERRIDES:
         if _overridden(key, overrides):

@@ -19,7 +19,7 @@ from vnnlab.data.base import VNNDataModule
 from vnnlab.errors import bad_value
 from vnnlab.models.base import VNNModule
 from vnnlab.overrides import override_key
-from vnnlab.run import console, resume
+from vnnlab.run import console, ranks, resume
 from vnnlab.run.build import build_data_and_model, build_trainer
 from vnnlab.run.callbacks import TrainerStops
 from vnnlab.run.context import RunContext
@@ -68,6 +68,8 @@ def _train(cfg: DictConfig, context: RunContext, callbacks: Sequence[pl.Callback
     uri = (
         sweep.tracking_uri if sweep else resolve_tracking_uri(cfg.tracking.uri, context.launch_dir)
     )
+    if not ranks.is_rank_zero():
+        return _train_beside_rank_zero(cfg, context, callbacks, uri)
     if sweep is None:  # a sweep's parent has opened its store
         check_store(uri)
     prior = _prior_run(cfg, context, uri)
@@ -92,6 +94,7 @@ def _train(cfg: DictConfig, context: RunContext, callbacks: Sequence[pl.Callback
                 _record_config(run, cfg, prior)
                 trainer.logger = RunLogger(run, prior.logged_through if prior else None)
                 checkpoint = prior.checkpoint(folder) if prior else None
+                ranks.share(ranks.SharedRun(run.run_id, run.experiment_id, checkpoint))
                 with stops.signals_as_interruptions():
                     metrics = _fit_and_test(trainer, model, datamodule, checkpoint, folder)
                 metrics |= _log_results(run, trainer, model, datamodule)
@@ -101,6 +104,30 @@ def _train(cfg: DictConfig, context: RunContext, callbacks: Sequence[pl.Callback
         if run.unsent:
             raise _unsent(run, folder)
     return TrainResult(run.run_id, run.experiment_id, uri, model, datamodule, metrics)
+
+
+def _train_beside_rank_zero(
+    cfg: DictConfig, context: RunContext, callbacks: Sequence[pl.Callback], uri: str
+) -> TrainResult:
+    """Rank 1, 2, … of a multi-process fit (vnnlab.run.ranks): the same data, model and
+    Trainer as rank 0, from the checkpoint it chose, with no run of their own."""
+    shared = ranks.shared()
+    prior = None
+    if cfg.get("resume") is not None:
+        prior = resume.prior_run(cfg, list(context.overrides), uri, writer=False)
+        cfg = prior.cfg
+    datamodule, model = build_data_and_model(cfg)
+    with _checkpoint_folder(context.output_dir) as folder:
+        stops = TrainerStops()
+        trainer = build_trainer(cfg, folder, [stops, *callbacks])
+        if shared is not None:
+            checkpoint = shared.start_checkpoint
+        else:  # started by another launcher, at the same time as rank 0
+            checkpoint = prior.local_checkpoint if prior else None
+        with stops.signals_as_interruptions():
+            metrics = _fit_and_test(trainer, model, datamodule, checkpoint, folder)
+    run_id, experiment_id = (shared.run_id, shared.experiment_id) if shared else ("", "")
+    return TrainResult(run_id, experiment_id, uri, model, datamodule, metrics)
 
 
 def _fit_and_test(
