@@ -142,6 +142,17 @@ def test_a_multirun_lists_every_failed_job_and_exits_1(command):
     assert statuses == [("0.003", "FINISHED"), ("1e+30", "FAILED"), ("1e+31", "FAILED")]
 
 
+def test_a_multirun_refuses_jobs_on_several_processes(command):
+    """Lightning would start each job's extra processes by running the whole multirun again."""
+    ddp = ["trainer.strategy=ddp", "trainer.devices=2", "trainer.accelerator=cpu"]
+    result = command.run("-m", *FAST, *ddp, "model.lr=0.001,0.01")
+    assert result.returncode == 2, result.stderr[-3000:]
+    refusal = "trainer.strategy='ddp' is not allowed: expected one run at a time, not in a multirun"
+    assert result.stderr.count(refusal) >= 2  # each job, and the sweep's summary
+    children = [r for r in command.runs() if r.data.tags[tags.SWEEP_ROLE] == tags.CHILD]
+    assert children == []
+
+
 def printed_by_a_fresh_python(code: str) -> list[str]:
     """What `code` prints, word by word, run in a new interpreter (nothing imported yet)."""
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

@@ -160,11 +160,21 @@ def _unsent(run: TrackedRun, folder: Path) -> TrackingIncomplete:
     )
 
 
+def _refuse_in_a_multirun(cfg: DictConfig) -> None:
+    """What a multirun's job cannot do: continue a run, or train on several processes (for
+    each, Lightning would run the whole multirun's command line again)."""
+    strategy = str(cfg.trainer.get("strategy", "auto"))
+    if strategy.startswith("ddp"):
+        raise bad_value("trainer.strategy", strategy, "one run at a time, not in a multirun (-m)")
+    if cfg.get("resume") is not None:
+        raise bad_value("resume", cfg.resume, "one run at a time, not in a multirun (-m)")
+
+
 def _prior_run(cfg: DictConfig, context: RunContext, uri: str) -> resume.PriorRun | None:
+    if context.sweep is not None:
+        _refuse_in_a_multirun(cfg)
     if cfg.get("resume") is None:
         return None
-    if context.sweep is not None:
-        raise bad_value("resume", cfg.resume, "one run at a time, not in a multirun (-m)")
     return resume.prior_run(cfg, list(context.overrides), uri)
 
 
