@@ -22,10 +22,11 @@ DDP = ["trainer.strategy=ddp", "trainer.devices=2", "trainer.accelerator=cpu"]
 # One plain SGD step (Adam's first step is lr·sign(g): blind to the scale of the KL), with one
 # weight draw for the whole step (estimator=weights), which both processes draw alike; a small
 # N, so that KL/N moves the weights well beyond float error.
-ONE_STEP = ["model=bnn_regressor", "data.n_train=200", "model.estimator=weights",
-            "model.optimizer=sgd", "model.lr=0.1", "model.lr_schedule=none", "trainer.max_steps=1",
-            "trainer.limit_val_batches=0", "trainer.num_sanity_val_steps=0",
-            "trainer.accelerator=cpu", "trainer.enable_progress_bar=false"]  # fmt: skip
+SGD_STEP = ["data.n_train=200", "model.optimizer=sgd", "model.lr=0.1", "model.lr_schedule=none",
+            "trainer.max_steps=1", "trainer.limit_val_batches=0",
+            "trainer.num_sanity_val_steps=0", "trainer.accelerator=cpu",
+            "trainer.enable_progress_bar=false"]  # fmt: skip
+ONE_STEP = ["model=bnn_regressor", "model.estimator=weights", *SGD_STEP]
 TOLERANCE = 1e-5
 
 
@@ -62,6 +63,20 @@ def test_one_step_on_two_processes_is_one_step_on_the_union_of_their_batches(tmp
           "which N per process would double")  # fmt: skip
     assert difference <= TOLERANCE
     assert kl_step > 10 * TOLERANCE  # a per-process N would fail the comparison
+
+
+def test_the_test_metrics_of_two_processes_are_over_the_whole_split(tmp_path):
+    """An MLP evaluates without noise: after the same step, the two processes' test metrics
+    (each over its share of the test split, reduced by torchmetrics) are the single
+    process's over the whole split. Unreduced, rank 0 would report its own half."""
+    cli = CLI(tmp_path)
+    mlp = ["model=mlp_regressor", *SGD_STEP, "data.n_test=301"]  # shares of 151 and 150 rows
+    for overrides in ([*DDP, "data.batch_size=25"], ["data.batch_size=50"]):
+        result = cli.run(*mlp, *overrides)
+        assert result.returncode == 0, result.stderr[-3000:]
+    two, one = (run.data.metrics for run in cli.runs())
+    for key in ("test/mse", "test/rmse"):
+        assert two[key] == pytest.approx(one[key], rel=1e-5)
 
 
 # Long enough to be stopped mid-epoch: 40 steps an epoch on each process.
