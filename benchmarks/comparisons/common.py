@@ -74,9 +74,17 @@ def cpu_model() -> str:
     return names[0] if names else platform.processor() or "unknown CPU"
 
 
+def synchronize(device: str) -> None:
+    """Wait until the work queued on a GPU is done: CUDA calls return before their kernels
+    finish, so a clock read after GPU work counts it only after this (nothing to do on CPU)."""
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
 def machine(device: str) -> dict[str, Any]:
     import pytorch_lightning as pl
 
+    gpu = {"gpu": torch.cuda.get_device_name()} if device == "cuda" else {}
     return {
         "cpu": cpu_model(),
         "cores": os.cpu_count(),
@@ -85,6 +93,7 @@ def machine(device: str) -> dict[str, Any]:
         "lightning": pl.__version__,
         "python": platform.python_version(),
         "device": device,
+        **gpu,
         "load_average_at_start": round(os.getloadavg()[0], 2),
     }
 
@@ -97,8 +106,7 @@ def matmul_flops_per_second(device: str, size: int = 2048, repeats: int = 5) -> 
 
     def multiply() -> None:
         torch.mm(a, b)
-        if device == "cuda":
-            torch.cuda.synchronize()
+        synchronize(device)
 
     seconds, _ = median_seconds(multiply, repeats)
     return 2 * size**3 / seconds

@@ -2,11 +2,12 @@
 fused Adam) on 784-400-400-10, batch 128, for M = 1, 10, 50 and both estimators: sampled
 weights (Blundell et al.) and local reparameterisation. vnnlab draws all M samples in one
 batched pass; a Python loop over M single-sample passes (as common BNN libraries do) is
-measured beside it for reference (not with --quick)."""
+measured beside it for reference (not with --quick). With --device cuda the model and the batch
+are on the GPU and each step ends with torch.cuda.synchronize(), so its kernels are timed."""
 
 import torch
 
-from comparisons.common import Row, Scale, median_seconds
+from comparisons.common import Row, Scale, median_seconds, synchronize
 from vnnlab.models.bnn import BNNClassifier
 
 SAMPLES = (1, 10, 50)
@@ -14,14 +15,17 @@ SAMPLES = (1, 10, 50)
 CEILINGS = {"weights": {10: 3.0, 50: 18.0}, "local_reparam": {10: 2.5, 50: 8.0}}
 
 
-def step_seconds(estimator: str, mc_samples: int, python_loop: bool, steps: int) -> float:
-    """Median seconds of one training step, over `steps` steps after a warm-up step."""
+def step_seconds(
+    estimator: str, mc_samples: int, python_loop: bool, steps: int, device: str
+) -> float:
+    """Median seconds of one training step on `device`, over `steps` steps after a warm-up."""
     torch.manual_seed(0)
     samples_per_pass = 1 if python_loop else mc_samples
     model = BNNClassifier(784, 10, n_train=55_000, hidden=[400, 400], estimator=estimator,
-                          mc_samples=samples_per_pass, lr_schedule="none")  # fmt: skip
-    optimizer = model.configure_optimizers()
-    x, labels = torch.rand(128, 784), torch.randint(0, 10, (128,))
+                          mc_samples=samples_per_pass, lr_schedule="none").to(device)  # fmt: skip
+    optimizer = model.configure_optimizers()  # after .to(device): fused Adam on the device
+    x = torch.rand(128, 784, device=device)
+    labels = torch.randint(0, 10, (128,), device=device)
     draws = mc_samples if python_loop else 1
 
     def step() -> None:
@@ -29,15 +33,16 @@ def step_seconds(estimator: str, mc_samples: int, python_loop: bool, steps: int)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        synchronize(device)
 
     seconds, _ = median_seconds(step, steps)
     return seconds
 
 
-def compare(scale: Scale) -> list[Row]:
+def compare(scale: Scale, device: str) -> list[Row]:
     steps = 3 if scale.quick else 15
     seconds = {
-        (estimator, m): step_seconds(estimator, m, python_loop=False, steps=steps)
+        (estimator, m): step_seconds(estimator, m, python_loop=False, steps=steps, device=device)
         for estimator in CEILINGS
         for m in SAMPLES
     }
@@ -49,7 +54,7 @@ def compare(scale: Scale) -> list[Row]:
             rows.append(Row(f"MC cost: {estimator} step, M = {m} / M = 1", ratio, "×",
                             f"≤ {ceiling:g}×", ratio <= ceiling, {"step_ms": step_ms}))  # fmt: skip
     for m in () if scale.quick else SAMPLES[1:]:  # the loop over M = 50 alone takes seconds
-        loop = step_seconds("weights", m, python_loop=True, steps=steps)
+        loop = step_seconds("weights", m, python_loop=True, steps=steps, device=device)
         rows.append(Row(f"MC cost: weights step as a Python loop over M = {m} / M = 1",
                         loop / seconds[("weights", 1)], "×", "(reference)"))  # fmt: skip
     return rows
