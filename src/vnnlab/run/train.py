@@ -94,7 +94,8 @@ def _train(cfg: DictConfig, context: RunContext, callbacks: Sequence[pl.Callback
                 _record_config(run, cfg, prior)
                 trainer.logger = RunLogger(run, prior.logged_through if prior else None)
                 checkpoint = prior.checkpoint(folder) if prior else None
-                ranks.share(ranks.SharedRun(run.run_id, run.experiment_id, checkpoint))
+                if trainer.world_size > 1:  # for the processes its fit is about to start
+                    ranks.share(ranks.SharedRun(run.run_id, run.experiment_id, checkpoint))
                 with stops.signals_as_interruptions():
                     metrics = _fit_and_test(trainer, model, datamodule, checkpoint, folder)
                 metrics |= _log_results(run, trainer, model, datamodule)
