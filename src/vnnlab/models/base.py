@@ -35,7 +35,8 @@ class VNNModule(pl.LightningModule):
       holds the update arguments of a metric that `special_metrics` declares (e.g. ECE);
     - `special_metrics(stage)`, `derived_metrics(values)` (optional): metrics that are not
       means over examples, and values computed from the others (e.g. rmse = √mse);
-    - `use_training_inputs(x)`, `reference_metrics(info)`, `figures(info, train, test)`
+    - `use_training_inputs(x)`, `use_training_targets(y)`, `reference_metrics(info)`,
+      `figures(info, train, test)`
       (optional): what a model computes from the data it is handed, see each below.
 
     Each subclass lists the optimiser knobs of `VNNModule.__init__` in its own signature (the
@@ -160,6 +161,10 @@ class VNNModule(pl.LightningModule):
     def use_training_inputs(self, x: Tensor) -> None:
         """Closed-form parts of a model computed from the whole training split's inputs x
         (N, n), e.g. PCA's components; train() calls it once before fitting."""
+
+    def use_training_targets(self, y: Tensor) -> None:
+        """What a model takes from the whole training split's targets y (N, q) or (N,), e.g.
+        a regressor's target scaling; train() calls it once before fitting."""
 
     def reference_metrics(self, info: DataInfo) -> dict[str, float]:
         """Yardsticks for this model on data described by `info`, logged as test/<name> beside

@@ -202,6 +202,9 @@ class BNNRegressor(BayesByBackprop, RegressionModule):
 
     Predictive (S = `predict_samples` draws): mean (1/S) Σ_s f_θ⁽ˢ⁾(x); variance = the spread of
     the f_θ⁽ˢ⁾(x) (epistemic) + σ² (noise); `nll` = −log (1/S) Σ_s N(y; f_θ⁽ˢ⁾(x), σ²).
+    With `standardize_target`, f_θ is m + s ⊙ (the network's output), the network and its
+    prior N(0, prior_std²) on a target of scale 1 (RegressionModule.keep_target_scaling);
+    σ² stays in the target's units.
     """
 
     def __init__(
@@ -211,6 +214,7 @@ class BNNRegressor(BayesByBackprop, RegressionModule):
         n_train: int,
         hidden: Sequence[PositiveInt] = (50, 50),
         activation: Activation = "tanh",
+        standardize_target: bool = False,
         sigma2: Positive = 0.01,
         learn_sigma2: bool = False,
         sigma2_lr_scale: Positive = 1.0,
@@ -228,6 +232,7 @@ class BNNRegressor(BayesByBackprop, RegressionModule):
         super().__init__(lr, optimizer, momentum, nesterov, lr_schedule, lr_gamma)
         self.save_hyperparameters(logger=False)
         self.noise = NoiseVariance(sigma2, noise_mode(learn_sigma2))
+        self.keep_target_scaling(out_features, standardize_target)
         self._build_network(
             in_features, out_features, n_train, hidden, activation,
             make_prior(prior, prior_std, prior_pi, prior_sigma1, prior_sigma2),
@@ -240,7 +245,7 @@ class BNNRegressor(BayesByBackprop, RegressionModule):
 
     def training_terms(self, batch: tuple[Tensor, ...]) -> dict[str, Tensor]:
         x, y = batch
-        f = self.net(x, self.mc_samples)  # (M, B, q)
+        f = self.to_target_units(self.net(x, self.mc_samples))  # (M, B, q)
         sigma2 = self.noise.for_step(y, f)
         return self._training_terms(gaussian_nll(y, f, sigma2)) | {"sigma2": sigma2.detach()}
 
@@ -249,7 +254,7 @@ class BNNRegressor(BayesByBackprop, RegressionModule):
         return super().training_epoch_metrics(means)
 
     def predictive_draws(self, x: Tensor) -> Tensor:
-        return self.net(x, self.predict_samples)  # (S, B, q)
+        return self.to_target_units(self.net(x, self.predict_samples))  # (S, B, q)
 
     def objective_terms(self, nll_per_draw: Tensor) -> dict[str, Tensor]:
         return self._elbo_terms(nll_per_draw)

@@ -13,7 +13,8 @@ from vnnlab.schema import Positive, PositiveInt
 
 class MLPRegressor(RegressionModule):
     """f_θ: ℝⁿ → ℝ^q, loss = mean over the batch of ‖y − f_θ(x)‖²; its predictive is f_θ(x)
-    alone (one draw, no density, so no nll or coverage)."""
+    alone (one draw, no density, so no nll or coverage). `standardize_target`: the network
+    predicts the standardised target (RegressionModule.keep_target_scaling)."""
 
     def __init__(
         self,
@@ -21,20 +22,22 @@ class MLPRegressor(RegressionModule):
         out_features: int,
         hidden: Sequence[PositiveInt] = (50, 50),
         activation: Activation = "tanh",
+        standardize_target: bool = False,
         lr: Positive = 3e-3, optimizer: Optimizer = "adam", momentum: Momentum = 0.0,
         nesterov: bool = False, lr_schedule: LRSchedule = "cosine", lr_gamma: DecayFactor = 0.95,
     ):  # fmt: skip
         super().__init__(lr, optimizer, momentum, nesterov, lr_schedule, lr_gamma)
         self.save_hyperparameters(logger=False)
         self.net = make_mlp(in_features, hidden, out_features, activation)
+        self.keep_target_scaling(out_features, standardize_target)
 
     def training_terms(self, batch: tuple[Tensor, ...]) -> dict[str, Tensor]:
         x, y = batch
-        mse = squared_error(y, self.net(x)).mean()
+        mse = squared_error(y, self.to_target_units(self.net(x))).mean()
         return {"loss": mse, "mse": mse}
 
     def predictive_draws(self, x: Tensor) -> Tensor:
-        return self.net(x).unsqueeze(0)  # (1, B, q)
+        return self.to_target_units(self.net(x)).unsqueeze(0)  # (1, B, q)
 
 
 class MLPClassifier(ClassificationModule):

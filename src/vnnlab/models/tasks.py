@@ -37,10 +37,31 @@ FIGURE_EXAMPLES = 10  # test examples shown beside their reconstructions
 
 class RegressionModule(VNNModule):
     """Subclasses implement `predictive_draws(x) -> (S, B, q)` and set `noise_var`: the
-    likelihood's σ², or None for a model without a predictive density (a plain MLP)."""
+    likelihood's σ², or None for a model without a predictive density (a plain MLP). They call
+    `keep_target_scaling` in __init__ and pass their network's outputs through
+    `to_target_units`."""
 
     needs_target = "real"
     noise_var: float | None = None
+
+    def keep_target_scaling(self, out_features: int, standardize_target: bool) -> None:
+        """With `standardize_target`, the network predicts (y − m) / s, with m and s the mean
+        and sd of each target column over the training split (use_training_targets), and
+        `to_target_units` maps its outputs back: the likelihood, σ² and every metric stay in
+        the target's units, while the network, its initialisation and a BNN's prior see a
+        target of scale 1. Without it, m = 0 and s = 1, kept out of checkpoints."""
+        self.standardize_target = standardize_target
+        self.register_buffer("target_loc", torch.zeros(out_features), standardize_target)
+        self.register_buffer("target_scale", torch.ones(out_features), standardize_target)
+
+    def use_training_targets(self, y: Tensor) -> None:
+        if self.standardize_target:
+            self.target_loc.copy_(y.mean(dim=0))
+            self.target_scale.copy_(y.std(dim=0).clamp_min(torch.finfo(y.dtype).tiny))
+
+    def to_target_units(self, f: Tensor) -> Tensor:
+        """The network's outputs (..., q) in the target's units: m + s ⊙ f."""
+        return self.target_loc + self.target_scale * f
 
     def predictive_draws(self, x: Tensor) -> Tensor:
         raise NotImplementedError

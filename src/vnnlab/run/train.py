@@ -140,8 +140,10 @@ def _fit_and_test(
 ) -> dict[str, float]:
     """Fit (from `checkpoint` if given), save the trained state, test; the last value of each
     metric (train/ and val/ of the last epoch, test/)."""
-    train_inputs, *_ = datamodule.split("train")
+    train_inputs, *train_targets = datamodule.split("train")
     model.use_training_inputs(train_inputs)  # closed-form parts (PCA)
+    if train_targets:
+        model.use_training_targets(train_targets[0])  # a regressor's target scaling
     trainer.fit(model, datamodule=datamodule, ckpt_path=checkpoint, weights_only=True)
     if trainer.checkpoint_callback is not None:  # also when the epochs are no multiple of
         trainer.save_checkpoint(folder / LAST_CHECKPOINT, weights_only=False)  # all, to resume
