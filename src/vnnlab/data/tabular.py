@@ -9,9 +9,9 @@ a checkpoint carries them for vnnlab-predict); a regression target stays on its 
 every regression metric is in the target's units (`model.standardize_target=true` has the
 network predict it standardised on the training rows, its metrics still in those units). Rows
 are split train/val/test by seeded fractions, or by a column whose values are train, val and
-test; a table of repeated splits
-carries one such column per split, `data.split_column` picks one and the others are no inputs
-(a sweep over `data.split_column` is then one study: vnnlab-compare --over data.split_column).
+test; a table of repeated splits carries one such column per split, `data.split_column` picks
+one and the others are no inputs (a sweep over `data.split_column` is then one study:
+vnnlab-compare --over data.split_column).
 """
 
 from collections.abc import Mapping, Sequence
