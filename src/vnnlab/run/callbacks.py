@@ -79,12 +79,12 @@ class StopTogether(Callback):
     takes the signal in the middle of a step's gradient all-reduce pairs that broadcast with
     the wrong collective, and every process waits for the others until gloo's 30-minute
     timeout, the run left RUNNING (Lightning issue #20806). Measured here: 2 CPU processes,
-    SIGTERM to rank 0 at epoch 17, both still hung 14 minutes later. So while a multi-process fit trains, the handler
-    only notes the signal (in whichever process receives it: rank 0 from `kill`, all of them
-    from a scheduler), and after each training batch the processes agree in one all-reduce
-    whether any has; then each raises Interrupted(SIGTERM), at the same step. Installed as
-    training starts, after Lightning has installed its own; Lightning restores the handlers of
-    before the fit when it ends."""
+    SIGTERM to rank 0 at epoch 17, both still hung 14 minutes later. So while a multi-process
+    fit trains, the handler only notes the signal (in whichever process receives it: rank 0
+    from `kill`, all of them from a scheduler), and after each training batch the processes
+    agree in one all-reduce whether any has; then each raises Interrupted(SIGTERM), at the
+    same step. Installed as training starts, after Lightning has installed its own; Lightning
+    restores the handlers of before the fit when it ends."""
 
     def __init__(self) -> None:
         self.received = False
