@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from helpers import QUICK, composed
+from vnnlab.run.load import load_model
 from vnnlab.run.train import train
 
 A, B = 50.0, 1000.0  # y' = A·y + B: a measurement in other units, far from 0
@@ -51,7 +52,13 @@ def test_a_regressor_on_standardised_targets_is_equivariant_to_the_targets_units
     train_targets = y.datamodule.split("train")[1]
     assert torch.allclose(y.model.target_loc, train_targets.mean(dim=0))
     assert torch.allclose(y.model.target_scale, train_targets.std(dim=0))
-    assert "target_scale" in y.model.state_dict()  # a checkpoint carries the scaling
+    reloaded = load_model(y.run_id, y.tracking_uri)  # the checkpoint carries the scaling
+    x = y.datamodule.split("test")[0][:5]
+    predictions = []
+    for model_in_hand in (y.model, reloaded):
+        torch.manual_seed(0)  # a BNN's predictive draws, alike
+        predictions.append(model_in_hand.predict(x)[0])
+    torch.testing.assert_close(*predictions)
 
 
 def test_without_standardisation_the_model_keeps_no_scaling(store):
