@@ -105,6 +105,23 @@ def test_a_sweep_over_split_columns_is_one_study(command, tmp_path, capfd):
     assert {"summary.md", "summary.csv", "summary.png"} <= artifacts
 
 
+def test_the_comparison_table_shows_the_metric_a_study_selects_by(command, tmp_path):
+    split_table(tmp_path / "table.csv", n_splits=2)
+    result = command.run(
+        "-m", "model=mlp_regressor", "data=tabular", "data.path=table.csv", "data.target=y",
+        "data.split_column=split_0,split_1", "trainer.max_epochs=1",
+        "trainer.enable_progress_bar=false",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    [parent] = [r for r in command.runs() if r.data.tags[tags.SWEEP_ROLE] == tags.PARENT]
+    argv = [parent.info.run_id, "--over", "data.split_column", "--select", "val/mse",
+            "--out", str(tmp_path / "out")]  # fmt: skip
+    compare.main(argv)
+    with open(tmp_path / "out" / "comparison.csv") as file:
+        rows = list(csv.DictReader(file))
+    assert len(rows) == 2 and all(float(row["val/mse"]) > 0 for row in rows)
+
+
 def test_a_study_refuses_what_it_cannot_aggregate_in_one_line(command, capfd):
     command.run("-m", "model=mlp_regressor", "model.lr=0.001,0.01", "trainer.max_epochs=1",
                 "data.n_train=64", "trainer.enable_progress_bar=false")  # fmt: skip

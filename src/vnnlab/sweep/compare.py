@@ -347,13 +347,14 @@ def log_comparison(
     metric: str | None = None,
     x: str | None = None,
     group: str | None = None,
+    also: Sequence[str | None] = (),
 ) -> tuple[list[dict[str, Any]], list[str]]:
-    """The table, and the names of the artifacts logged to `parent`. Bad input is refused
-    before anything is logged."""
+    """The table, and the names of the artifacts logged to `parent`; `also`: more columns
+    (a study's selection metric). Bad input is refused before anything is logged."""
     children = child_runs(client, parent)
     swept = swept_parameters(parent, children)
     rows = table_of(
-        children, swept, sort_by=sort_by, descending=descending, also=(metric, x, group)
+        children, swept, sort_by=sort_by, descending=descending, also=(metric, x, group, *also)
     )
     axes = figure_axes(rows, swept, metric, x, group, sort_by)
     figure = comparison_figure(rows, *axes) if axes else None
