@@ -68,7 +68,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         client = open_existing_store(uri, key="--tracking-uri")
         parent = find_sweep(client, args.sweep, args.experiment)
         rows, logged = log_comparison(  # the table shows what a study selects by
-            client, parent, args.sort, args.descending, args.metric, args.x, args.group,
+            client,
+            parent,
+            args.sort,
+            args.descending,
+            args.metric,
+            args.x,
+            args.group,
             also=(args.select,),
         )
         if args.over is not None:
