@@ -1,6 +1,6 @@
 """Acceptance figures for MNIST classification (issue: MNIST), measured on the real data.
 
-Trains `mlp_classifier` and `bnn_classifier` (784-400-400-10, N(0, I) prior) through the real
+Trains `mlp_classifier` and `bnn_classifier` (784-400-400-10, their defaults) through the real
 `train()` path, one MLflow run each, and reports test accuracy, ECE (15 bins) and NLL.
 
     python benchmarks/mnist_acceptance.py --root ../shared/data [--epochs 10]
