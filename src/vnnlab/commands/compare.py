@@ -67,16 +67,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         uri = resolve_tracking_uri(args.tracking_uri, Path.cwd())
         client = open_existing_store(uri, key="--tracking-uri")
         parent = find_sweep(client, args.sweep, args.experiment)
-        rows, logged = log_comparison(  # the table shows what a study selects by
-            client,
-            parent,
-            args.sort,
-            args.descending,
-            args.metric,
-            args.x,
-            args.group,
-            also=(args.select,),
-        )
+        rows, logged = log_comparison(
+            client, parent, args.sort, args.descending, args.metric, args.x, args.group,
+            also=(args.select,),  # the table shows the metric a study selects by
+        )  # fmt: skip
         if args.over is not None:
             summary, x = _summary(client, parent, args)
             logged += log_summary(client, parent.info.run_id, summary, x)
