@@ -153,6 +153,15 @@ def test_a_multirun_refuses_jobs_on_several_processes(command):
     assert children == []
 
 
+def test_a_multirun_refuses_to_resume_runs(command):
+    result = command.run("-m", "resume=abc,def")
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "resume='abc' is not allowed: expected one run at a time, not in a multirun" in (
+        result.stderr
+    )
+    assert [r for r in command.runs() if r.data.tags[tags.SWEEP_ROLE] == tags.CHILD] == []
+
+
 def printed_by_a_fresh_python(code: str) -> list[str]:
     """What `code` prints, word by word, run in a new interpreter (nothing imported yet)."""
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

@@ -72,6 +72,8 @@ def _train(cfg: DictConfig, context: RunContext, callbacks: Sequence[pl.Callback
         return _train_beside_rank_zero(cfg, context, callbacks, uri)
     if sweep is None:  # a sweep's parent has opened its store
         check_store(uri)
+    else:
+        _refuse_in_a_multirun(cfg)
     prior = _prior_run(cfg, context, uri)
     if prior is not None:
         cfg = prior.cfg
@@ -174,8 +176,6 @@ def _refuse_in_a_multirun(cfg: DictConfig) -> None:
 
 
 def _prior_run(cfg: DictConfig, context: RunContext, uri: str) -> resume.PriorRun | None:
-    if context.sweep is not None:
-        _refuse_in_a_multirun(cfg)
     if cfg.get("resume") is None:
         return None
     return resume.prior_run(cfg, list(context.overrides), uri)
