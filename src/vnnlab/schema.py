@@ -43,3 +43,4 @@ Positive = Annotated[float, Range(low=0, low_open=True)]
 NonNegative = Annotated[float, Range(low=0)]
 PositiveInt = Annotated[int, Range(low=1)]
 NonNegativeInt = Annotated[int, Range(low=0)]
+Probability = Annotated[float, Range(low=0, high=1, high_open=True)]  # [0, 1)

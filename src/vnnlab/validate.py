@@ -16,14 +16,17 @@ from functools import cache
 from typing import Any
 
 import pytorch_lightning as pl
+import torch
 from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
-from vnnlab.errors import bad_value
+from vnnlab.errors import BadInputError, bad_value
 from vnnlab.schema import NonNegative, NonNegativeInt, Positive, PositiveInt, Range
 
-# Arguments train() passes from the data (DataInfo.model_dims) rather than from the config.
+# Arguments train() passes from the data (DataInfo.model_dims) and from the other config groups
+# (vnnlab.run.build) rather than from the model's own node.
 DATA_DERIVED = frozenset({"in_features", "out_features", "n_train"})
+PASSED_IN = DATA_DERIVED | {"inference", "optimizer"}
 
 # Ranges vnnlab adds to Lightning's Trainer types (Lightning itself accepts, e.g., -5 epochs).
 TRAINER_RANGES: dict[str, Any] = {
@@ -41,6 +44,15 @@ TRAINER_RANGES: dict[str, Any] = {
         for stage in ("train", "val", "test", "predict")
     },
 }
+# Ranges vnnlab adds to the torch optimisers' types (the learning rate is model.lr).
+OPTIMIZER_RANGES: dict[str, Any] = {
+    "momentum": typing.Annotated[float, Range(low=0, high=1, high_open=True)],
+    "dampening": typing.Annotated[float, Range(low=0, high=1)],
+    "weight_decay": NonNegative,
+    "eps": Positive,
+    "betas": list[typing.Annotated[float, Range(low=0, high=1, high_open=True)]],
+}
+NOT_OPTIMIZER_KNOBS = ("params", "lr")
 TOP_LEVEL = {"seed": NonNegativeInt, "checkpoint.every_n_epochs": PositiveInt, "resume": str | None,
              "tracking.system_metrics_every_s": Positive | None}  # fmt: skip
 
@@ -52,6 +64,10 @@ def validate(cfg: DictConfig) -> None:
     check_system_metrics(OmegaConf.select(cfg, "tracking.system_metrics_every_s"))
     for group in ("model", "data"):
         check_group(group, cfg[group])
+    check_optimizer(cfg.optimizer)
+    if "inference" in cfg:
+        check_group("inference", cfg.inference)
+        check_inference(cfg)
     check_trainer(cfg.trainer)
 
 
@@ -72,13 +88,47 @@ def check_group(group: str, node: DictConfig) -> None:
     args = {k: v for k, v in OmegaConf.to_container(node, resolve=True).items() if k != "_target_"}
     hints = signature_hints(cls)
     if group == "model":
-        hints = {k: v for k, v in hints.items() if k not in DATA_DERIVED}
+        hints = {k: v for k, v in hints.items() if k not in PASSED_IN}
     for key, value in args.items():
         if key not in hints:
             allowed = ", ".join(hints)
             raise bad_value(f"{group}.{key}", value, f"a key of {cls.__name__}: {allowed}")
         check_value(f"{group}.{key}", value, hints[key])
     cls.check_args(args)
+
+
+def check_inference(cfg: DictConfig) -> None:
+    """An inference method only for a model that takes one, and one that can serve it."""
+    model_class = get_class(cfg.model._target_)
+    inference = OmegaConf.to_container(cfg.inference, resolve=True)
+    name = str(inference["_target_"]).split(".")[-2]  # its module: the config's name
+    if "inference" not in inspect.signature(model_class).parameters:
+        allowed = f"none with model={model_class.__name__} (it is fitted its own way; the "
+        raise bad_value("inference", name, f"{allowed}regressor and classifier take one)")
+    model_args = OmegaConf.to_container(cfg.model, resolve=True)
+    optimizer_args = OmegaConf.to_container(cfg.optimizer, resolve=True)
+    model_class.check_inference(inference, model_args, optimizer_args)
+
+
+def check_optimizer(node: DictConfig) -> None:
+    """The optimiser's knobs against its class's signature, then torch's own checks on a
+    throw-away parameter (e.g. SGD's nesterov without momentum), as bad input."""
+    target = node.get("_target_")
+    try:
+        cls = get_class(target)
+    except Exception as error:
+        raise bad_value("optimizer._target_", target, "an importable optimiser") from error
+    args = {k: v for k, v in OmegaConf.to_container(node, resolve=True).items() if k != "_target_"}
+    hints = {k: v for k, v in signature_hints(cls).items() if k not in NOT_OPTIMIZER_KNOBS}
+    for key, value in args.items():
+        if key not in hints:
+            allowed = ", ".join(hints)
+            raise bad_value(f"optimizer.{key}", value, f"a key of {cls.__name__}: {allowed}")
+        check_value(f"optimizer.{key}", value, OPTIMIZER_RANGES.get(key, hints[key]))
+    try:
+        cls([torch.zeros(1, requires_grad=True)], lr=1.0, **args)
+    except (ValueError, RuntimeError) as error:
+        raise BadInputError(f"optimizer: {error}") from None
 
 
 def check_trainer(node: DictConfig) -> None:

@@ -19,7 +19,7 @@ from vnnlab.models.losses import (
 
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "identity": nn.Identity}
 Activation = Literal["relu", "tanh", "identity"]
-Estimator = Literal["weights", "local_reparam"]
+Estimator = Literal["weights", "local_reparam", "flipout"]
 NoiseMode = Literal["fixed", "learned", "optimal"]
 
 
@@ -71,10 +71,14 @@ Prior = GaussianPrior | ScaleMixturePrior
 class BayesLinear(nn.Module):
     """Linear layer with a mean-field Gaussian posterior q(W, b) = N(μ, diag softplus(ρ)²).
 
-    `forward` draws M samples in one batched pass. Two estimators of the same expectation:
+    `forward` draws M samples in one batched pass. Three estimators of the same expectation:
     - "weights": θ⁽ᵐ⁾ = μ + softplus(ρ) ⊙ ξ⁽ᵐ⁾ (Blundell et al. 2015), one weight set per sample;
     - "local_reparam": sample the pre-activations a ~ N(x μᵀ, x² std²ᵀ) directly (Kingma,
-      Salimans & Welling 2015): no weight sampling, shared matmuls, lower gradient variance.
+      Salimans & Welling 2015): no weight sampling, shared matmuls, lower gradient variance;
+    - "flipout": one perturbation Δ = std ⊙ ξ per sample, made a different one for each
+      example i by random signs, a_i = x_i μᵀ + ((x_i ⊙ r_i) Δᵀ) ⊙ s_i with r_i, s_i uniform on
+      {−1, 1} (Wen et al. 2018): each example's weights are still distributed as q, so the
+      gradient is unbiased, while the examples of a batch decorrelate.
     """
 
     def __init__(
@@ -102,6 +106,8 @@ class BayesLinear(nn.Module):
         """x: (B, in) shared by all samples, or (M, B, in) → (M, B, out)."""
         if self.estimator == "local_reparam":
             return self._local_reparam(x, n_samples)
+        if self.estimator == "flipout":
+            return self._flipout(x, n_samples)
         return self._sampled_weights(x, n_samples)
 
     def _sampled_weights(self, x: Tensor, n_samples: int) -> Tensor:
@@ -121,6 +127,21 @@ class BayesLinear(nn.Module):
         if x.dim() == 2:  # a shared input: the two matmuls above served all M samples
             mean, var = mean.expand(n_samples, *mean.shape), var.expand(n_samples, *var.shape)
         return mean + var.sqrt() * torch.randn_like(mean)
+
+    def _flipout(self, x: Tensor, n_samples: int) -> Tensor:
+        mean = F.linear(x, self.weight_mu, self.bias_mu)  # (B, out) or (M, B, out)
+        inputs = x.expand(n_samples, *x.shape) if x.dim() == 2 else x  # (M, B, in)
+        delta = F.softplus(self.weight_rho) * torch.randn(
+            len(inputs), *self.weight_mu.shape, device=x.device
+        )  # (M, out, in)
+        signs_in, signs_out = _random_signs(inputs.shape, x), _random_signs(
+            (*inputs.shape[:-1], self.weight_mu.shape[0]), x
+        )
+        perturbation = torch.matmul(inputs * signs_in, delta.transpose(1, 2)) * signs_out
+        bias_noise = F.softplus(self.bias_rho) * torch.randn(
+            len(inputs), 1, self.bias_mu.shape[0], device=x.device
+        )  # (M, 1, out): the bias's draw, shared by the batch
+        return mean + perturbation + bias_noise
 
     def kl_closed_form(self) -> Tensor:
         """KL(q ‖ π) of this layer's weights and bias (a Gaussian prior)."""
@@ -147,6 +168,11 @@ class BayesLinear(nn.Module):
         weights a pruning by signal-to-noise would remove first have the lowest)."""
         mean = torch.cat([self.weight_mu.flatten(), self.bias_mu])
         return mean.abs() / self.posterior_std()
+
+
+def _random_signs(shape: tuple[int, ...], like: Tensor) -> Tensor:
+    """Independent ±1 with probability ½ each, in `like`'s dtype and device."""
+    return torch.randint(0, 2, shape, device=like.device).to(like.dtype) * 2 - 1
 
 
 class BayesianMLP(nn.Module):

@@ -5,20 +5,105 @@ A linear autoencoder's optimum spans PCA's subspace, but its decoder need not be
 (Baldi & Hornik 1989; Bourlard & Kamp 1988): it logs both facts against PCA of the same m.
 """
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
+from matplotlib.figure import Figure
 from torch import Tensor, nn
 
-from vnnlab.models.base import DecayFactor, LRSchedule, Momentum, Optimizer
+from vnnlab import plots
+from vnnlab.data.base import DataInfo
+from vnnlab.errors import bad_value
+from vnnlab.models.base import VNNModule
 from vnnlab.models.layers import Activation, make_mlp
 from vnnlab.models.losses import (
     largest_principal_angle,
     orthogonality_defect,
     principal_subspace,
+    reconstruction_mse,
 )
-from vnnlab.models.tasks import ReductionModule
+from vnnlab.models.optimizers import ADAM, DecayFactor, LRSchedule
 from vnnlab.schema import Positive, PositiveInt
+
+PREDICT_CHUNK = 4096  # rows per forward pass when a figure encodes a whole split
+FIGURE_EXAMPLES = 10  # test examples shown beside their reconstructions
+
+
+class ReductionModule(VNNModule):
+    """Dimension reduction: inputs only, so it trains on every data module (a batch's targets,
+    if any, are ignored). Subclasses implement `encode(x) -> (B, m)` (for a VAE, the posterior
+    mean) and `decode(z) -> (B, n)` (the reconstruction's mean); `recon_mse` is the mean
+    squared error per input element of x̂ = decode(encode(x)), in every model."""
+
+    needs_target = None
+
+    @classmethod
+    def check_data(cls, info: DataInfo, args: Mapping[str, Any]) -> None:
+        latent_dim = args.get("latent_dim", cls.default("latent_dim"))
+        if not latent_dim < info.in_features:
+            raise bad_value("model.latent_dim", latent_dim, f"an integer < {info.in_features} "
+                            "(the data's input dimension)")  # fmt: skip
+
+    def encode(self, x: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def decode(self, z: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def reconstruct(self, x: Tensor) -> Tensor:
+        return self.decode(self.encode(x))
+
+    def training_terms(self, batch: tuple[Tensor, ...]) -> dict[str, Tensor]:
+        """loss = mean over the batch of ‖x − d(e(x))‖²; recon_mse = the same per element."""
+        return {name: value.mean() for name, value in self.evaluate(batch, "train").items()}
+
+    def evaluate(self, batch: tuple[Tensor, ...], stage: str) -> dict[str, Any]:
+        x = batch[0]
+        recon_mse = reconstruction_mse(x, self.reconstruct(x))  # (B,)
+        return {"loss": recon_mse * x.shape[-1], "recon_mse": recon_mse}
+
+    def reference_metrics(self, info: DataInfo) -> dict[str, float]:
+        """`pca_mse`, when the data knows the population variances λ₁ ≥ … ≥ λₙ of its inputs:
+        the expected test reconstruction MSE per element of the population-optimal rank-m PCA
+        (x̂ = W Wᵀ x, W the m leading eigenvectors of the covariance), m = this model's
+        latent_dim. A model fitted on a finite training set does slightly worse."""
+        if info.input_variances is None:
+            return {}
+        m, n = self.hparams["latent_dim"], info.in_features
+        left_out = torch.tensor(info.input_variances[m:], dtype=torch.float64)
+        return {"pca_mse": left_out.sum().item() / n}  # (1/n) Σ_{j>m} λ_j
+
+    @torch.no_grad()
+    def figures(
+        self, info: DataInfo, train: tuple[Tensor, ...], test: tuple[Tensor, ...]
+    ) -> dict[str, Figure]:
+        x_test, *targets = test
+        shown = x_test[:FIGURE_EXAMPLES].to(self.device)
+        figures = {
+            "reconstructions.png": plots.reconstructions(
+                shown.cpu(), self.reconstruct(shown).cpu(), info.image_shape
+            )
+        }
+        latent = torch.cat(
+            [self.encode(c.to(self.device)).cpu() for c in x_test.split(PREDICT_CHUNK)]
+        )
+        labels = targets[0] if info.target == "class" else None
+        figures["latent.png"] = latent_figure(latent, labels)
+        return figures
+
+
+def latent_figure(latent: Tensor, labels: Tensor | None) -> Figure:
+    """Latent codes (N, m) in 2-D: as they are for m ≤ 2, else their two principal components."""
+    if latent.shape[1] == 1:
+        return plots.latent_scatter(torch.cat([latent, torch.zeros_like(latent)], 1), labels,
+                                    "z₁", "")  # fmt: skip
+    if latent.shape[1] == 2:
+        return plots.latent_scatter(latent, labels, "z₁", "z₂")
+    mean, components, _ = principal_subspace(latent, 2)
+    return plots.latent_scatter((latent - mean) @ components, labels, "PC 1 of z", "PC 2 of z")
+
+
 
 
 class PCA(ReductionModule):
@@ -73,10 +158,10 @@ class Autoencoder(ReductionModule):
         latent_dim: PositiveInt = 8,
         hidden: Sequence[PositiveInt] = (400,),
         activation: Activation = "relu",
-        lr: Positive = 1e-3, optimizer: Optimizer = "adam", momentum: Momentum = 0.0,
-        nesterov: bool = False, lr_schedule: LRSchedule = "cosine", lr_gamma: DecayFactor = 0.95,
+        lr: Positive = 1e-3, lr_schedule: LRSchedule = "cosine", lr_gamma: DecayFactor = 0.95,
+        optimizer: Mapping[str, Any] = ADAM,
     ):  # fmt: skip
-        super().__init__(lr, optimizer, momentum, nesterov, lr_schedule, lr_gamma)
+        super().__init__(lr, lr_schedule, lr_gamma, optimizer)
         self.save_hyperparameters(logger=False)
         self.encoder = make_mlp(in_features, hidden, latent_dim, activation)
         self.decoder = make_mlp(latent_dim, list(reversed(hidden)), in_features, activation)
@@ -100,10 +185,10 @@ class LinearAutoencoder(ReductionModule):
         self,
         in_features: int,
         latent_dim: PositiveInt = 8,
-        lr: Positive = 1e-2, optimizer: Optimizer = "adam", momentum: Momentum = 0.0,
-        nesterov: bool = False, lr_schedule: LRSchedule = "cosine", lr_gamma: DecayFactor = 0.95,
+        lr: Positive = 1e-2, lr_schedule: LRSchedule = "cosine", lr_gamma: DecayFactor = 0.95,
+        optimizer: Mapping[str, Any] = ADAM,
     ):  # fmt: skip
-        super().__init__(lr, optimizer, momentum, nesterov, lr_schedule, lr_gamma)
+        super().__init__(lr, lr_schedule, lr_gamma, optimizer)
         self.save_hyperparameters(logger=False)
         self.encoder = nn.Linear(in_features, latent_dim)
         self.decoder = nn.Linear(latent_dim, in_features)  # weight W: (n, m)

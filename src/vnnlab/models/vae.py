@@ -27,7 +27,6 @@ from torchmetrics.utilities import dim_zero_cat
 from vnnlab import plots
 from vnnlab.data.base import DataInfo
 from vnnlab.errors import bad_value
-from vnnlab.models.base import DecayFactor, LRSchedule, Momentum, Optimizer
 from vnnlab.models.layers import ACTIVATIONS, Activation, NoiseVariance, make_mlp, noise_mode
 from vnnlab.models.losses import active_units as count_active_units
 from vnnlab.models.losses import (
@@ -38,7 +37,8 @@ from vnnlab.models.losses import (
     reconstruction_mse,
     standard_normal_kl,
 )
-from vnnlab.models.tasks import ReductionModule
+from vnnlab.models.optimizers import ADAM, DecayFactor, LRSchedule
+from vnnlab.models.reduction import ReductionModule
 from vnnlab.schema import NonNegativeInt, Positive, PositiveInt
 
 Likelihood = Literal["gaussian", "bernoulli"]
@@ -84,10 +84,10 @@ class VAE(ReductionModule):
         is_points: NonNegativeInt = 1000,
         # lr_schedule="none", a constant step: on MNIST (784-400-20, 10 epochs) cosine decay
         # ended at 107.3 nats of test −ELBO against 105.6 with a constant lr (benchmarks/results).
-        lr: Positive = 1e-3, optimizer: Optimizer = "adam", momentum: Momentum = 0.0,
-        nesterov: bool = False, lr_schedule: LRSchedule = "none", lr_gamma: DecayFactor = 0.95,
+        lr: Positive = 1e-3, lr_schedule: LRSchedule = "none", lr_gamma: DecayFactor = 0.95,
+        optimizer: Mapping[str, Any] = ADAM,
     ):  # fmt: skip
-        super().__init__(lr, optimizer, momentum, nesterov, lr_schedule, lr_gamma)
+        super().__init__(lr, lr_schedule, lr_gamma, optimizer)
         self.save_hyperparameters(logger=False)
         self.trunk = nn.Sequential(
             make_mlp(in_features, hidden[:-1], hidden[-1], activation), ACTIVATIONS[activation]()

@@ -21,15 +21,21 @@ from vnnlab.run.resume import LAST_CHECKPOINT
 
 
 def build_data_and_model(cfg: DictConfig) -> tuple[VNNDataModule, VNNModule]:
-    """The data module (loaded, so its sizes are known) and the model sized to fit it."""
+    """The data module (loaded, so its sizes are known) and the model sized to fit it, given
+    the `optimizer` group's node and, for a task model, the `inference` group's."""
     datamodule = _instantiate(cfg.data)
     info = datamodule.info()
     model_class = get_class(cfg.model._target_)
     model_class.check_data(info, OmegaConf.to_container(cfg.model, resolve=True))
     accepted = inspect.signature(model_class).parameters
-    dims = {key: value for key, value in info.model_dims().items() if key in accepted}
+    given = info.model_dims() | {group: OmegaConf.to_container(cfg[group], resolve=True)
+                                 for group in ("inference", "optimizer") if group in cfg}  # fmt: skip
+    given = {key: value for key, value in given.items() if key in accepted}
+    knobs = OmegaConf.to_container(cfg.model, resolve=True)
+    knobs.pop("_target_")
     pl.seed_everything(cfg.seed, verbose=False)  # before the weights are drawn
-    return datamodule, _instantiate(cfg.model, **dims)
+    # called, not instantiated: Hydra would build the optimiser and method nodes themselves
+    return datamodule, model_class(**knobs, **given)
 
 
 def build_trainer(

@@ -34,7 +34,16 @@ def load_run(run_id: str, tracking_uri: str | None = None) -> tuple[VNNModule, d
             raise bad_value("run_id", run_id, f"a finished vnnlab run in {uri}") from None
         state = torch.load(checkpoint, weights_only=True, map_location="cpu")
     # what Lightning's load_from_checkpoint does, hook included, without reading the file twice
-    model = get_class(config.model._target_)(**state["hyper_parameters"])
+    model = _model_class(config.model._target_, run_id)(**state["hyper_parameters"])
     model.on_load_checkpoint(state)
     model.load_state_dict(state["state_dict"])
     return model.eval(), state
+
+
+def _model_class(target: str, run_id: str) -> type[VNNModule]:
+    try:
+        return get_class(target)
+    except ImportError:  # Hydra's; a class that vnnlab no longer has
+        allowed = (f"a run recorded by vnnlab 0.2 or later (its model {target} predates "
+                   "inference=; retrain it with model=regressor or classifier and inference=…)")
+        raise bad_value("run_id", run_id, allowed) from None

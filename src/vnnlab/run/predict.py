@@ -2,8 +2,8 @@
 
 The run's checkpoint (loaded with weights_only=True) brings the model and the training split's
 standardisation of the inputs; the output keeps every input column and adds, per row: for a
-regressor `<target>_mean` and, with a predictive density, `<target>_sd`, `<target>_lower95`,
-`<target>_upper95` (mean ± 1.96 sd); for a classifier `p_<class>` per class and `predicted`;
+regressor `<target>_mean`, `<target>_sd`, `<target>_lower95`, `<target>_upper95` (mean ± 1.96
+sd of the predictive, whatever the inference method); for a classifier `p_<class>` per class and `predicted`;
 for PCA, autoencoders and the VAE `z1` … `zm` (the latent code) and `recon_mse` (on the
 standardised inputs, as the run's recon_mse).
 """
@@ -19,7 +19,8 @@ from torch import Tensor
 from vnnlab.data.tabular import TabularDataModule, numeric_columns, read_table
 from vnnlab.errors import bad_value
 from vnnlab.models.base import VNNModule
-from vnnlab.models.tasks import ClassificationModule, RegressionModule
+from vnnlab.models.classification import Classifier
+from vnnlab.models.regression import Regressor
 from vnnlab.run.load import load_run
 from vnnlab.tracking.store import resolve_tracking_uri
 
@@ -56,9 +57,9 @@ def _trained(run_id: str, uri: str) -> tuple[VNNModule, dict[str, Any]]:
 
 
 def _outputs(model: VNNModule, x: Tensor, scaling: dict[str, Any]) -> pd.DataFrame:
-    if isinstance(model, RegressionModule):
+    if isinstance(model, Regressor):
         return _regression(model, x, scaling["targets"])
-    if isinstance(model, ClassificationModule):
+    if isinstance(model, Classifier):
         return _classification(model, x, scaling["classes"])
     z = model.encode(x)
     columns = {f"z{i + 1}": z[:, i].numpy() for i in range(z.shape[1])}
@@ -66,20 +67,19 @@ def _outputs(model: VNNModule, x: Tensor, scaling: dict[str, Any]) -> pd.DataFra
     return pd.DataFrame(columns)
 
 
-def _regression(model: RegressionModule, x: Tensor, targets: Sequence[str]) -> pd.DataFrame:
+def _regression(model: Regressor, x: Tensor, targets: Sequence[str]) -> pd.DataFrame:
     mean, var = model.predict(x)
     columns: dict[str, Any] = {}
     for j, target in enumerate(targets):
         columns[f"{target}_mean"] = mean[:, j].numpy()
-        if var is not None:
-            sd = var[:, j].sqrt()
-            columns[f"{target}_sd"] = sd.numpy()
-            columns[f"{target}_lower95"] = (mean[:, j] - Z95 * sd).numpy()
-            columns[f"{target}_upper95"] = (mean[:, j] + Z95 * sd).numpy()
+        sd = var[:, j].sqrt()
+        columns[f"{target}_sd"] = sd.numpy()
+        columns[f"{target}_lower95"] = (mean[:, j] - Z95 * sd).numpy()
+        columns[f"{target}_upper95"] = (mean[:, j] + Z95 * sd).numpy()
     return pd.DataFrame(columns)
 
 
-def _classification(model: ClassificationModule, x: Tensor, classes: list) -> pd.DataFrame:
+def _classification(model: Classifier, x: Tensor, classes: list) -> pd.DataFrame:
     probabilities = model.predict_proba(x)
     columns: dict[str, Any] = {f"p_{label}": probabilities[:, k].numpy()
                                for k, label in enumerate(classes)}  # fmt: skip

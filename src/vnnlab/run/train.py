@@ -140,13 +140,14 @@ def _fit_and_test(
     checkpoint: Path | None,
     folder: Path,
 ) -> dict[str, float]:
-    """Fit (from `checkpoint` if given), save the trained state, test; the last value of each
-    metric (train/ and val/ of the last epoch, test/)."""
+    """Fit (from `checkpoint` if given), fit what comes after training, save the trained state,
+    test; the last value of each metric (train/ and val/ of the last epoch, test/)."""
     train_inputs, *train_targets = datamodule.split("train")
     model.use_training_inputs(train_inputs)  # closed-form parts (PCA)
     if train_targets:
         model.use_training_targets(train_targets[0])  # a regressor's target scaling
     trainer.fit(model, datamodule=datamodule, ckpt_path=checkpoint, weights_only=True)
+    model.fit_posthoc(datamodule.split("train"), datamodule.batch_size)  # e.g. Laplace's
     if trainer.checkpoint_callback is not None:  # also when the epochs are no multiple of
         trainer.save_checkpoint(folder / LAST_CHECKPOINT, weights_only=False)  # all, to resume
     metrics = {key: float(value) for key, value in trainer.callback_metrics.items()}
@@ -229,8 +230,10 @@ def _description(
         for name, value in sorted(metrics.items())
         if name.startswith("test/")
     )
+    method = getattr(model, "inference", None)
+    fitted_by = f" fitted by {type(method).__name__}" if method is not None else ""
     return (
-        f"{type(model).__name__} trained on {type(datamodule).__name__} ({info.n_train} training "
+        f"{type(model).__name__}{fitted_by} trained on {type(datamodule).__name__} ({info.n_train} training "
         f"points, {info.in_features} inputs) for {trainer.current_epoch} epochs, "
         f"{trainer.global_step} optimiser steps. Test metrics: {headline}."
     )
@@ -252,6 +255,8 @@ def _name_and_tags(
     data_name = context.choices.get("data", type(datamodule).__name__)
     overrides = [o for o in context.overrides if override_key(o) not in ("model", "data")]
     run_tags = {tags.MODEL: model_name, tags.DATA: data_name, tags.OVERRIDES: " ".join(overrides)}
+    if context.choices.get("inference"):
+        run_tags[tags.INFERENCE] = context.choices["inference"]
     run_tags |= git_tags(Path(__file__).parent)
     name = " ".join([f"{model_name}-{data_name}", *overrides])
     sweep = context.sweep
