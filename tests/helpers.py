@@ -269,3 +269,15 @@ class PostgresServer:
                 self.process.wait()
         self.process = None
         shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def task_model(task: type, method: type, *dims: int, **knobs):
+    """task(*dims) fitted by `method`, each knob given to whichever of the two declares it:
+    task_model(Regressor, BayesByBackprop, 1, 1, 100, hidden=[8], rho_init=-1.0)."""
+    import inspect
+
+    method_keys = set(inspect.signature(method).parameters)
+    inference = {"_target_": f"{method.__module__}.{method.__qualname__}"}
+    inference |= {key: value for key, value in knobs.items() if key in method_keys}
+    own = {key: value for key, value in knobs.items() if key not in method_keys}
+    return task(*dims, inference=inference, **own)

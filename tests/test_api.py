@@ -19,7 +19,7 @@ def test_run_returns_what_it_logged_and_load_model_gives_the_trained_model(store
     assert recorded.info.status == "FINISHED"
     assert result.metrics["test/mse"] == recorded.data.metrics["test/mse"]
     assert (
-        "MLPRegressor trained on SyntheticRegressionDataModule"
+        "Regressor fitted by MAP trained on SyntheticRegressionDataModule"
         in (recorded.data.tags["mlflow.note.content"])
     )
     experiment = MlflowClient(f"sqlite:///{store}").get_experiment(recorded.info.experiment_id)

@@ -9,7 +9,10 @@ import torch.nn.functional as F
 
 from vnnlab import plots
 from vnnlab.data.synthetic import SyntheticRegressionDataModule
-from vnnlab.models.bnn import ELBO_TOLERANCE, BNNClassifier, BNNRegressor, recent_gain
+from helpers import task_model
+from vnnlab.inference.bbb import ELBO_TOLERANCE, BayesByBackprop, recent_gain
+from vnnlab.models.classification import Classifier
+from vnnlab.models.regression import Regressor
 
 
 def fit(model: pl.LightningModule, epochs: int) -> pl.Trainer:
@@ -21,7 +24,7 @@ def fit(model: pl.LightningModule, epochs: int) -> pl.Trainer:
 
 
 def test_rho_and_a_learned_sigma2_have_their_own_learning_rates():
-    model = BNNRegressor(1, 1, 100, lr=0.01, rho_lr_scale=5.0, learn_sigma2=True,
+    model = task_model(Regressor, BayesByBackprop, 1, 1, 100, lr=0.01, rho_lr_scale=5.0, learn_sigma2=True,
                          sigma2_lr_scale=2.0, lr_schedule="none")  # fmt: skip
     trainer = fit(model, epochs=1)
     groups = trainer.optimizers[0].param_groups
@@ -35,7 +38,7 @@ def test_rho_and_a_learned_sigma2_have_their_own_learning_rates():
 
 
 def test_every_epoch_logs_the_kl_share_and_the_posterior_sd_of_each_layer():
-    model = BNNRegressor(1, 1, 100, hidden=[8, 4])
+    model = task_model(Regressor, BayesByBackprop, 1, 1, 100, hidden=[8, 4])
     torch.manual_seed(0)
     with torch.no_grad():  # spread out, so that a median is told apart from a mean
         for name, parameter in model.named_parameters():
@@ -47,13 +50,13 @@ def test_every_epoch_logs_the_kl_share_and_the_posterior_sd_of_each_layer():
     assert logged["train/kl_share"].item() == pytest.approx((kl / (kl + nll.abs())).item())
     # the sd as the epoch's last step found it: one Adam step (≤ 5 × lr = 0.05 in ρ) before
     # the end, so within 5% of the final one
-    for i, layer in enumerate(model.net.layers, start=1):
+    for i, layer in enumerate(model.inference.net.layers, start=1):
         every = torch.cat([layer.weight_rho.flatten(), layer.bias_rho]).detach()
         expected = F.softplus(every).median().item()
         assert logged[f"train/posterior_sd_layer{i}"].item() == pytest.approx(expected, rel=0.05)
     assert "train/posterior_sd_layer4" not in logged  # three layers
-    assert len(model.elbo_history) == 2
-    assert model.elbo_history[-1] == pytest.approx(logged["train/elbo"].item())
+    assert len(model.inference.elbo_history) == 2
+    assert model.inference.elbo_history[-1] == pytest.approx(logged["train/elbo"].item())
 
 
 def test_recent_gain_is_the_rise_of_a_least_squares_line_over_the_last_tenth():
@@ -66,8 +69,8 @@ def test_recent_gain_is_the_rise_of_a_least_squares_line_over_the_last_tenth():
 
 
 def warning_for(history: list[float], capsys) -> str:
-    model = BNNRegressor(1, 1, 100)
-    model.elbo_history = history
+    model = task_model(Regressor, BayesByBackprop, 1, 1, 100)
+    model.inference.elbo_history = history
     model.on_train_end()
     return capsys.readouterr().err
 
@@ -92,19 +95,19 @@ def test_a_converged_or_noisy_run_ends_without_a_warning(capsys):
 
 
 def test_the_elbo_history_travels_with_a_checkpoint():
-    model, reloaded = BNNClassifier(4, 3, 100), BNNClassifier(4, 3, 100)
-    model.elbo_history = [-3.0, -2.0]
+    model, reloaded = task_model(Classifier, BayesByBackprop, 4, 3, 100), task_model(Classifier, BayesByBackprop, 4, 3, 100)
+    model.inference.elbo_history = [-3.0, -2.0]
     checkpoint: dict = {}
     model.on_save_checkpoint(checkpoint)
     reloaded.on_load_checkpoint(checkpoint)
-    assert reloaded.elbo_history == [-3.0, -2.0]
+    assert reloaded.inference.elbo_history == [-3.0, -2.0]
 
 
 def test_the_signal_to_noise_figure_and_the_model_draws_it():
-    model = BNNRegressor(1, 1, 100, hidden=[6])
+    model = task_model(Regressor, BayesByBackprop, 1, 1, 100, hidden=[6])
     snr = {f"layer {i}": layer.signal_to_noise().detach()
-           for i, layer in enumerate(model.net.layers, start=1)}  # fmt: skip
-    layer = model.net.layers[0]
+           for i, layer in enumerate(model.inference.net.layers, start=1)}  # fmt: skip
+    layer = model.inference.net.layers[0]
     expected = layer.weight_mu.abs() / F.softplus(layer.weight_rho)
     assert torch.allclose(snr["layer 1"][: expected.numel()], expected.flatten().detach())
     figure = plots.signal_to_noise(snr)

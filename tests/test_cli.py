@@ -11,7 +11,9 @@ import torch
 
 from helpers import FAST, InProcessCommand
 from vnnlab import tags
-from vnnlab.models.bnn import BNNRegressor
+from helpers import task_model
+from vnnlab.inference.bbb import BayesByBackprop
+from vnnlab.models.regression import Regressor
 from vnnlab.tracking.run import git_tags
 
 BNN_METRICS = {
@@ -21,7 +23,7 @@ BNN_METRICS = {
 
 
 def test_main_job_records_a_complete_run(command):
-    result = command.run(*FAST, "model.sigma2=0.02", "model.mc_samples=3", "data.noise_var=0.03")
+    result = command.run(*FAST, "model.sigma2=0.02", "inference.mc_samples=3", "data.noise_var=0.03")
     assert result.returncode == 0, result.stderr[-3000:]
     [run] = command.runs()
     assert f"run {run.info.run_id} FINISHED" in result.stdout
@@ -30,13 +32,14 @@ def test_main_job_records_a_complete_run(command):
 
     params = run.data.params
     assert params["model.sigma2"] == "0.02"
-    assert params["model.mc_samples"] == "3"
+    assert params["inference.mc_samples"] == "3"
     assert params["data.function"] == "sine"
     assert params["trainer.max_epochs"] == "2"
-    overrides = [*FAST, "model.sigma2=0.02", "model.mc_samples=3", "data.noise_var=0.03"]
+    overrides = [*FAST, "model.sigma2=0.02", "inference.mc_samples=3", "data.noise_var=0.03"]
     assert run.data.tags[tags.OVERRIDES].split() == overrides
-    assert run.info.run_name == "bnn_regressor-synthetic " + " ".join(overrides)
-    assert run.data.tags[tags.MODEL] == "bnn_regressor" and run.data.tags[tags.DATA] == "synthetic"
+    assert run.info.run_name == "regressor-bbb-synthetic " + " ".join(overrides)
+    assert run.data.tags[tags.MODEL] == "regressor" and run.data.tags[tags.DATA] == "synthetic"
+    assert run.data.tags[tags.INFERENCE] == "bbb"
 
     metrics = run.data.metrics
     assert BNN_METRICS <= set(metrics)
@@ -59,8 +62,8 @@ def test_main_job_records_a_complete_run(command):
     )
     state = torch.load(checkpoint, weights_only=True)  # plain hyper-parameters only
     assert state["hyper_parameters"]["sigma2"] == 0.02
-    model = BNNRegressor.load_from_checkpoint(checkpoint, weights_only=True)
-    assert model.mc_samples == 3
+    model = Regressor.load_from_checkpoint(checkpoint, weights_only=True)
+    assert model.inference.mc_samples == 3
     config = client.download_artifacts(run.info.run_id, "config.yaml", str(command.workdir))
     assert "sigma2: 0.02" in open(config).read()
 
@@ -194,7 +197,11 @@ def test_help_lists_the_models_data_sets_and_examples(tmp_path, capfd, monkeypat
     command = InProcessCommand(tmp_path / "empty", capfd, monkeypatch)
     result = command.run("--help")
     assert result.returncode == 0, result.stderr[-2000:]
-    assert "model: autoencoder, bnn_classifier, bnn_regressor, linear_autoencoder" in result.stdout
+    assert "model: autoencoder, bnn_classifier, bnn_regressor, classifier, linear_autoencoder" in (
+        result.stdout
+    )
+    assert "inference: bbb, ensemble, ivon, laplace, map, mc_dropout" in result.stdout
+    assert "optimizer: adam, adamw, sgd" in result.stdout
     assert "data: manifold, mnist, synthetic" in result.stdout
     assert "vnnlab-train -m model.lr=1e-3,1e-2" in result.stdout
     assert not command.store.exists()

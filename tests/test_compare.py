@@ -16,7 +16,7 @@ from vnnlab.sweep import compare
 from vnnlab.tracking.store import experiment_id
 
 T0 = 1_700_000_000_000  # ms; every run starts at a known time so that order and durations are known
-CONFIG = {"model._target_": "vnnlab.models.bnn.BNNRegressor", "model.mc_samples": "8",
+CONFIG = {"model._target_": "vnnlab.models.bnn.BNNRegressor", "inference.mc_samples": "8",
           "model.hidden": "[50, 50]", "data.batch_size": "64", "seed": "0"}  # fmt: skip
 FAILURE = "RuntimeError: loss is nan | epoch 1"
 # the 2×2 sweep over (lr, σ²): its third job fails after one epoch, so it has no test metrics
@@ -84,7 +84,7 @@ def sweeps(tmp_path_factory, empty_store):
     client = MlflowClient(uri)
     vnnlab = experiment_id(client, "vnnlab")
     other = experiment_id(client, "other")
-    old_jobs = [({"model.mc_samples": m}, {"test/mse": 1.0}, "FINISHED") for m in ("1", "16")]
+    old_jobs = [({"inference.mc_samples": m}, {"test/mse": 1.0}, "FINISHED") for m in ("1", "16")]
     old = make_sweep(client, vnnlab, T0, "", old_jobs)
     latest = make_sweep(client, vnnlab, T0 + 1_000_000, "model.lr,model.sigma2", JOBS)
     groups = make_sweep(client, experiment_id(client, "groups"), T0 - 1, "model", GROUP_JOBS)
@@ -149,7 +149,7 @@ def test_the_latest_sweep_is_the_default_and_an_id_picks_another(client, sweeps)
     assert compare.find_sweep(client, None, "vnnlab").info.run_id == latest
     old = compare.find_sweep(client, sweeps["old"], None)
     rows = compare.sweep_table(client, old)  # no keys named: the params that differ
-    assert [row["model.mc_samples"] for row in rows] == [1, 16]
+    assert [row["inference.mc_samples"] for row in rows] == [1, 16]
     assert "model.lr" not in rows[0] and "data.batch_size" not in rows[0]
 
 
@@ -158,7 +158,7 @@ def test_a_swept_config_group_is_shown_by_its_params_that_differ(client, sweeps)
     assert [(row["model._target_"], row["model.sigma2"]) for row in rows] == [
         ("vnnlab.models.mlp.MLPRegressor", None), (CONFIG["model._target_"], 0.1)
     ]  # fmt: skip
-    assert "model.mc_samples" not in rows[0]  # the same in both
+    assert "inference.mc_samples" not in rows[0]  # the same in both
 
 
 def test_a_swept_config_group_is_shown_by_its_choice_with_why_a_killed_run_stopped(client, sweeps):

@@ -7,7 +7,9 @@ import torch
 
 from vnnlab.data.manifold import SyntheticManifoldDataModule
 from vnnlab.data.synthetic import SyntheticRegressionDataModule
-from vnnlab.models.bnn import BNNRegressor
+from helpers import task_model
+from vnnlab.inference.bbb import BayesByBackprop
+from vnnlab.models.regression import Regressor
 from vnnlab.models.losses import coverage, gaussian_nll, mixture_nll
 from vnnlab.models.vae import VAE
 
@@ -29,12 +31,12 @@ def test_a_bnn_learns_the_noise_variance_of_its_data():
     pl.seed_everything(0, verbose=False)
     data = SyntheticRegressionDataModule(function="linear", noise_var=0.04, n_train=500,
                                          n_val=50, n_test=2000, batch_size=50)  # fmt: skip
-    model = BNNRegressor(1, 1, 500, hidden=[], sigma2=0.5, learn_sigma2=True, sigma2_lr_scale=5.0)
+    model = task_model(Regressor, BayesByBackprop, 1, 1, 500, hidden=[], sigma2=0.5, learn_sigma2=True, sigma2_lr_scale=5.0)
     fit(model, data, epochs=100)
     x, y = data.split("train")
     residual_variance = ((y - data.info().true_function(x)) ** 2).mean().item()
     with torch.no_grad():
-        expected_residual = ((y - model.net(x, 4000)) ** 2).mean().item()  # E_q, 4000 draws
+        expected_residual = ((y - model.inference.net(x, 4000)) ** 2).mean().item()  # E_q, 4000 draws
     learned = model.noise().item()
     assert learned == pytest.approx(residual_variance, rel=0.03)
     assert learned == pytest.approx(expected_residual, rel=0.03)
@@ -48,7 +50,7 @@ def test_a_bnn_learns_the_noise_variance_of_its_data():
         torch.manual_seed(2)
         values = model.evaluate((x_test, y_test), "test")
         torch.manual_seed(2)
-        draws = model.predictive_draws(x_test)
+        draws = model.predictive(x_test)[0]
     spread = draws.var(dim=0, unbiased=False)
     assert torch.allclose(var - learned, spread, atol=1e-3)
     assert torch.allclose(values["nll"], mixture_nll(gaussian_nll(y_test, draws, learned)))

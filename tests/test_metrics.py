@@ -10,8 +10,10 @@ from vnnlab import plots
 from vnnlab.data.base import DataInfo
 from vnnlab.data.batches import TensorBatches
 from vnnlab.data.synthetic import SyntheticRegressionDataModule
-from vnnlab.models.bnn import BNNRegressor
-from vnnlab.models.mlp import MLPClassifier, MLPRegressor
+from helpers import task_model
+from vnnlab.inference.bbb import BayesByBackprop
+from vnnlab.models.classification import Classifier
+from vnnlab.models.regression import Regressor
 from vnnlab.models.reduction import Autoencoder
 
 
@@ -36,11 +38,11 @@ def evaluated(model, *tensors: torch.Tensor, batch_size: int) -> dict[str, float
 
 def test_classification_metrics_cover_the_whole_test_set():
     torch.manual_seed(0)
-    model = MLPClassifier(4, 10, hidden=[8])
+    model = Classifier(4, 10, 100, hidden=[8])
     x, labels = torch.randn(500, 4), torch.randint(0, 10, (500,))
     metrics = evaluated(model, x, labels, batch_size=64)  # 8 batches, the last one short
     with torch.no_grad():
-        probs = torch.softmax(model.net(x), dim=1)
+        probs = torch.softmax(model.inference.net(x), dim=1)
     assert metrics["test/acc"] == pytest.approx((probs.argmax(1) == labels).float().mean().item())
     nll = -torch.log(probs[torch.arange(500), labels]).mean()
     assert metrics["test/nll"] == pytest.approx(nll.item(), rel=1e-5)
@@ -50,21 +52,24 @@ def test_classification_metrics_cover_the_whole_test_set():
 
 def test_regression_metrics_cover_the_whole_test_set():
     torch.manual_seed(0)
-    model = MLPRegressor(1, 1, hidden=[4])
+    model = Regressor(1, 1, 100, hidden=[4])
     x, y = torch.randn(50, 1), torch.randn(50, 1)
     metrics = evaluated(model, x, y, batch_size=16)
     with torch.no_grad():
-        mse = ((y - model.net(x)) ** 2).mean().item()
+        mse = ((y - model.inference.net(x)) ** 2).mean().item()
     assert metrics["test/mse"] == pytest.approx(mse, rel=1e-5)
     assert metrics["test/rmse"] == pytest.approx(mse**0.5, rel=1e-5)
-    assert "test/coverage95" not in metrics and "test/nll" not in metrics  # no predictive density
+    sigma2 = model.noise().item()  # the MAP network's predictive: N(f(x), σ²)
+    nll = (0.5 * ((y - model.inference.net(x).detach()) ** 2) / sigma2
+           + 0.5 * torch.log(torch.tensor(2 * torch.pi * sigma2))).mean().item()  # fmt: skip
+    assert metrics["test/nll"] == pytest.approx(nll, rel=1e-5)
 
 
 def test_bnn_validation_and_test_report_the_same_predictive_quantities():
     """val/nll and test/nll are one quantity (the predictive's) on different data, and so are
     mse and coverage95; the ELBO's data term has a name of its own, expected_nll."""
     torch.manual_seed(0)
-    model = BNNRegressor(1, 1, n_train=40, hidden=[8], sigma2=0.2, rho_init=-1.0)
+    model = task_model(Regressor, BayesByBackprop, 1, 1, n_train=40, hidden=[8], sigma2=0.2, rho_init=-1.0)
     x, y = torch.randn(40, 1), torch.randn(40, 1)
     data = TensorBatches((x, y), 10)
     trainer = Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False)
@@ -104,12 +109,12 @@ def test_figures_draw_the_splits_they_are_handed():
     torch.manual_seed(0)
     data = SyntheticRegressionDataModule(n_train=30, n_val=5, n_test=20)
     info, train, test = data.info(), data.split("train"), data.split("test")
-    fit = MLPRegressor(1, 1, hidden=[4]).figures(info, train, test)["fit.png"]
+    fit = Regressor(1, 1, 100, hidden=[4]).figures(info, train, test)["fit.png"]
     drawn = fit.axes[0].collections[0].get_offsets()  # the scatter of training points
     np.testing.assert_allclose(drawn, torch.cat(train, dim=1).numpy())
 
     x, labels = torch.randn(25, 4), torch.randint(0, 3, (25,))
-    classifier = MLPClassifier(4, 3, hidden=[8])
+    classifier = Classifier(4, 3, 100, hidden=[8])
     figures = classifier.figures(DataInfo(4, 5, "class", 3), (x[:5], labels[:5]), (x, labels))
     legend = [text.get_text() for text in figures["entropy.png"].axes[0].get_legend().get_texts()]
     with torch.no_grad():
@@ -124,12 +129,12 @@ def test_figures_draw_the_splits_they_are_handed():
 
 
 def test_bnn_predictive_is_the_mixture_of_its_posterior_samples():
-    model = BNNRegressor(1, 1, n_train=10, hidden=[8], sigma2=0.3, rho_init=-1.0, predict_samples=5)
+    model = task_model(Regressor, BayesByBackprop, 1, 1, n_train=10, hidden=[8], sigma2=0.3, rho_init=-1.0, predict_samples=5)
     x, y = torch.randn(4, 1), torch.randn(4, 1)
     torch.manual_seed(1)
     values = model.evaluate((x, y), "test")
     torch.manual_seed(1)
-    f = model.net(x, 5).detach()  # the same five posterior draws, (S, B, 1)
+    f = model.inference.net(x, 5).detach()  # the same five posterior draws, (S, B, 1)
     mean, var = f.mean(dim=0), f.var(dim=0, unbiased=False) + 0.3  # epistemic + σ²
     assert torch.allclose(values["mse"], ((y - mean) ** 2)[:, 0])
     inside = ((y - mean).abs() <= 1.959964 * var.sqrt()).float()[:, 0]

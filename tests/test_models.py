@@ -1,5 +1,6 @@
-"""One smoke test over every (model, data) pair: train() end to end into a temporary store,
-then the checkpoint reloads under torch.load(weights_only=True) and predicts as trained."""
+"""One smoke test over every (model, inference, data) combination: train() end to end into a
+temporary store, then the checkpoint reloads under torch.load(weights_only=True) and predicts
+as trained."""
 
 import pytest
 import torch
@@ -11,7 +12,7 @@ from pytorch_lightning import Trainer
 from idx_files import write_mnist
 from vnnlab import CONFIG_DIR
 from vnnlab.data.synthetic import SyntheticRegressionDataModule
-from vnnlab.models.mlp import MLPRegressor
+from vnnlab.models.regression import Regressor
 from vnnlab.run.train import train
 
 # Small and quick: two epochs, no progress bar.
@@ -23,7 +24,8 @@ PREDICTIVE = {"test/nll", "val/nll", "test/coverage95", "val/coverage95"}
 ELBO = {f"{stage}/{term}" for stage in ("train", "val", "test")
         for term in ("loss", "elbo", "kl", "expected_nll")}  # fmt: skip
 # whether the posterior learns, per epoch, in every BNN (two layers in these cases)
-POSTERIOR = {"train/kl_share", "train/posterior_sd_layer1", "train/posterior_sd_layer2"}
+POSTERIOR = {"train/kl_share", "train/kl_weight", "train/posterior_sd_layer1",
+             "train/posterior_sd_layer2"}  # fmt: skip
 BNN_FIGURES = {"signal_to_noise.png"}
 CLASSIFICATION = {
     "test/acc",
@@ -49,30 +51,74 @@ REDUCTION_FIGURES = {"reconstructions.png", "latent.png"}
 
 # name → (overrides, metrics that must be logged, figures that must be logged)
 CASES = {
-    "mlp_regressor": (["model=mlp_regressor", *SMALL_SYNTHETIC], REGRESSION, {"fit.png"}),
+    "mlp_regressor": (
+        ["model=mlp_regressor", *SMALL_SYNTHETIC], REGRESSION | PREDICTIVE | {"train/sigma2"},
+        {"fit.png"},
+    ),
     "bnn_regressor": (
         SMALL_SYNTHETIC,
         REGRESSION | PREDICTIVE | ELBO | POSTERIOR | {"train/sigma2"},
         {"fit.png"} | BNN_FIGURES,
     ),
-    "bnn_regressor-weights-M4-learned_sigma2": (
-        ["model.estimator=weights", "model.mc_samples=4", "model.learn_sigma2=true",
-         *SMALL_SYNTHETIC],
+    "bnn_regressor-weights-M4-learned_sigma2-warmup": (
+        ["inference.estimator=weights", "inference.mc_samples=4", "model.learn_sigma2=true",
+         "inference.kl_warmup_epochs=2", *SMALL_SYNTHETIC],
         REGRESSION | PREDICTIVE | ELBO | POSTERIOR | {"train/sigma2"},
         {"fit.png"} | BNN_FIGURES,
     ),
+    "bnn_regressor-flipout-tempered": (
+        ["inference.estimator=flipout", "inference.mc_samples=2", "inference.kl_weight=0.5",
+         *SMALL_SYNTHETIC],
+        REGRESSION | PREDICTIVE | ELBO | POSTERIOR,
+        {"fit.png"} | BNN_FIGURES,
+    ),
     "bnn_regressor-scale_mixture-2d": (
-        ["model.prior=scale_mixture", "model.kl=monte_carlo", "model.estimator=weights",
-         "model.mc_samples=3", "data.input_dim=2", *SMALL_SYNTHETIC],
+        ["inference.prior=scale_mixture", "inference.kl=monte_carlo",
+         "inference.estimator=weights", "inference.mc_samples=3", "data.input_dim=2",
+         *SMALL_SYNTHETIC],
         REGRESSION | PREDICTIVE | ELBO | POSTERIOR,
         BNN_FIGURES,  # no fit figure for a 2-D input
     ),
+    "regressor-map-heteroscedastic": (
+        ["inference=map", "model.noise=heteroscedastic", *SMALL_SYNTHETIC],
+        REGRESSION | PREDICTIVE, {"fit.png"},
+    ),
+    "regressor-mc_dropout": (
+        ["inference=mc_dropout", "optimizer.weight_decay=1e-4", *SMALL_SYNTHETIC],
+        REGRESSION | PREDICTIVE | {"train/sigma2"}, {"fit.png"},
+    ),
+    "regressor-ensemble": (
+        ["inference=ensemble", "inference.members=3", *SMALL_SYNTHETIC],
+        REGRESSION | PREDICTIVE, {"fit.png"},
+    ),
+    "regressor-laplace-standardized": (
+        ["inference=laplace", "model.standardize_target=true", *SMALL_SYNTHETIC],
+        REGRESSION | PREDICTIVE | {"train/sigma2"}, {"fit.png"},
+    ),
+    "regressor-ivon": (
+        ["inference=ivon", *SMALL_SYNTHETIC], REGRESSION | PREDICTIVE | {"train/sigma2"},
+        {"fit.png"},
+    ),
     "mlp_classifier": (["model=mlp_classifier", *TINY_MNIST], CLASSIFICATION, FIGURES),
     "bnn_classifier": (
-        ["model=bnn_classifier", "model.mc_samples=2", *TINY_MNIST],
+        ["model=bnn_classifier", "inference.mc_samples=2", *TINY_MNIST],
         CLASSIFICATION | ELBO | POSTERIOR,
         FIGURES | BNN_FIGURES,
     ),
+    "classifier-mc_dropout": (
+        ["model=classifier", "inference=mc_dropout", *TINY_MNIST], CLASSIFICATION, FIGURES
+    ),
+    "classifier-ensemble": (
+        ["model=classifier", "inference=ensemble", "inference.members=2", *TINY_MNIST],
+        CLASSIFICATION, FIGURES,
+    ),
+    "classifier-laplace-all-diag": (
+        ["model=classifier", "inference=laplace", "inference.subset_of_weights=all",
+         "inference.hessian_structure=diag", *TINY_MNIST],
+        CLASSIFICATION, FIGURES,
+    ),
+    "classifier-ivon": (["model=classifier", "inference=ivon", *TINY_MNIST], CLASSIFICATION,
+                        FIGURES),
     "pca-manifold": (
         ["model=pca", *SMALL_MANIFOLD], RECONSTRUCTION | {"test/pca_mse"}, REDUCTION_FIGURES
     ),
@@ -153,7 +199,7 @@ def test_every_model_trains_tests_logs_and_reloads(case, tmp_path):
 )
 def test_learning_rate_schedules(schedule, expected_final_lr, tmp_path):
     """Three epochs of 4 steps: the lr the optimiser holds when the fit ends."""
-    model = MLPRegressor(1, 1, lr=0.01, lr_schedule=schedule, lr_gamma=0.5)
+    model = Regressor(1, 1, 40, lr=0.01, lr_schedule=schedule, lr_gamma=0.5)
     data = SyntheticRegressionDataModule(n_train=40, n_val=10, n_test=10, batch_size=10)
     trainer = Trainer(max_epochs=3, logger=False, enable_progress_bar=False,
                       enable_checkpointing=False, default_root_dir=tmp_path)  # fmt: skip

@@ -83,14 +83,14 @@ def test_the_bnn_loss_of_each_process_scales_the_kl_by_the_global_n():
     """One weight draw for the whole step (estimator=weights): each half draws the same θ as
     the whole, so the halves' mean gradient is the whole's exactly when KL/N uses the global N
     (the N of the data set, not of a process's share)."""
-    cfg = composed(*QUICK, "model=bnn_regressor", "model.estimator=weights",
+    cfg = composed(*QUICK, "model=bnn_regressor", "inference.estimator=weights",
                    "data.n_train=200")  # fmt: skip
     datamodule, model = build_data_and_model(cfg)
     batch = tuple(t[:64] for t in datamodule.split("train"))
     whole, halves = union_and_halves(model, batch, same_draw=True)
     torch.testing.assert_close(halves, whole, rtol=1e-5, atol=1e-6)
 
-    model.n_train = cfg.data.n_train // 2  # a process's share as N: the KL counts twice
+    model.inference.n_train = cfg.data.n_train // 2  # a process's share as N: the KL counts twice
     _, halves_wrong = union_and_halves(model, batch, same_draw=True)
     assert not torch.allclose(halves_wrong, whole, rtol=1e-5, atol=1e-6)
 

@@ -55,10 +55,10 @@ class WatchTrainingSteps(Callback):
     "overrides",
     [
         ["model=bnn_regressor"],
-        ["model=bnn_regressor", "model.estimator=weights", "model.mc_samples=3",
+        ["model=bnn_regressor", "inference.estimator=weights", "inference.mc_samples=3",
          "model.learn_sigma2=true"],
-        ["model=bnn_regressor", "model.prior=scale_mixture", "model.kl=monte_carlo",
-         "model.estimator=weights"],
+        ["model=bnn_regressor", "inference.prior=scale_mixture", "inference.kl=monte_carlo",
+         "inference.estimator=weights"],
         ["model=vae", "data=manifold", "data.n_train=400", "data.n_val=100",
          "data.n_test=100", "model.learn_sigma2=optimal"],
         ["model=mlp_regressor"],

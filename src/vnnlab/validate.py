@@ -125,6 +125,9 @@ def check_optimizer(node: DictConfig) -> None:
             allowed = ", ".join(hints)
             raise bad_value(f"optimizer.{key}", value, f"a key of {cls.__name__}: {allowed}")
         check_value(f"optimizer.{key}", value, OPTIMIZER_RANGES.get(key, hints[key]))
+    if args.get("nesterov") and not (args.get("momentum") and not args.get("dampening")):
+        raise bad_value("optimizer.nesterov", True, "false unless optimizer.momentum > 0 and "
+                        "optimizer.dampening = 0")  # fmt: skip
     try:
         cls([torch.zeros(1, requires_grad=True)], lr=1.0, **args)
     except (ValueError, RuntimeError) as error:

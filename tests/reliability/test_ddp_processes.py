@@ -22,11 +22,11 @@ DDP = ["trainer.strategy=ddp", "trainer.devices=2", "trainer.accelerator=cpu"]
 # One plain SGD step (Adam's first step is lr·sign(g): blind to the scale of the KL), with one
 # weight draw for the whole step (estimator=weights), which both processes draw alike; a small
 # N, so that KL/N moves the weights well beyond float error.
-SGD_STEP = ["data.n_train=200", "model.optimizer=sgd", "model.lr=0.1", "model.lr_schedule=none",
+SGD_STEP = ["data.n_train=200", "optimizer=sgd", "model.lr=0.1", "model.lr_schedule=none",
             "trainer.max_steps=1", "trainer.limit_val_batches=0",
             "trainer.num_sanity_val_steps=0", "trainer.accelerator=cpu",
             "trainer.enable_progress_bar=false"]  # fmt: skip
-ONE_STEP = ["model=bnn_regressor", "model.estimator=weights", *SGD_STEP]
+ONE_STEP = ["model=bnn_regressor", "inference.estimator=weights", *SGD_STEP]
 TOLERANCE = 1e-5
 
 

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.slow
 
 # 6 epochs of 80 BNN steps (about 0.5 s each on one core): long enough to be stopped mid-epoch
 RUN = ["model=bnn_regressor", "data.n_train=4000", "data.n_val=200", "data.n_test=200",
-       "trainer.max_epochs=6", "model.mc_samples=2"]  # fmt: skip
+       "trainer.max_epochs=6", "inference.mc_samples=2"]  # fmt: skip
 STOP_AFTER = "epoch 2/6"  # stderr line (not a terminal: one line per epoch)
 EXIT_CODES = {signal.SIGINT: 128 + signal.SIGINT, signal.SIGTERM: 128 + signal.SIGTERM,
               signal.SIGKILL: -signal.SIGKILL}  # fmt: skip

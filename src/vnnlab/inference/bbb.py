@@ -202,10 +202,12 @@ class BayesByBackprop(InferenceMethod):
             )
 
     def save_state(self) -> dict[str, Any]:
-        return {"elbo_history": list(self.elbo_history)}  # a resumed fit checks all epochs
+        # the history: a resumed fit checks all epochs; β now: a reloaded model's loss
+        return {"elbo_history": list(self.elbo_history), "kl_weight_now": self.kl_weight_now}
 
     def load_state(self, state: Mapping[str, Any]) -> None:
         self.elbo_history = list(state.get("elbo_history", []))
+        self.kl_weight_now = state.get("kl_weight_now", self.kl_weight_now)
 
     @torch.no_grad()
     def figures(self) -> dict[str, Figure]:

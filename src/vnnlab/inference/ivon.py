@@ -2,8 +2,8 @@
 Learning is Effective for Large Deep Networks"), whose state is a mean-field Gaussian posterior.
 
 q(θ) = N(m, diag σ²),  σ² = 1 / (λ (h + δ)),  λ = ess = N training points,
-h the optimiser's running estimate of the diagonal Hessian of the per-point nll, δ its weight
-decay. IVON minimises E_q[ℓ̄(θ)] − H(q)/λ with ℓ̄ = (1/N) Σᵢ −log p(yᵢ | θ) + (δ/2)‖θ‖²; at
+h the optimiser's running estimate of the diagonal Hessian of the mean nll per point, δ its
+weight decay. IVON minimises E_q[ℓ̄(θ)] − H(q)/λ with ℓ̄ = (1/N) Σᵢ −log p(yᵢ | θ) + (δ/2)‖θ‖²; at
 λ = N that is the negative ELBO / N under the prior N(0, I / (Nδ)): δ is a prior precision per
 training point (N = 1000, δ = 1e-3: prior sd 1). One step (Shen et al. 2024, Algorithm 1):
 
@@ -21,6 +21,14 @@ the optimiser, at the model's `lr` (and its schedule).
 Training: `mc_samples` draws of θ per step, each a forward and backward pass of its own (IVON's
 own loop: Lightning's closure, and so the task's training_step, runs that many times a step).
 Prediction: S = `predict_samples` draws θ⁽ˢ⁾ ~ q, all in one vectorised pass (torch.vmap).
+
+Why the defaults (the regression job: 1-50-50-1 tanh, 1000 points of sin x + N(0, 0.01),
+batch 50, 50 epochs = 1000 steps, cosine decay, model.lr = 0.01): δ = 1e-3 is the N(0, 1) prior
+of bbb's default. IVON's own β₂ = 0.99999 suits 10⁵ steps and more: in 1000, h stays near h₀
+while the nll's curvature (∝ 1/σ² = 100) is far above it, and the first steps, SGD at lr,
+diverged. β₂ = 0.95 lets h follow; with h₀ = 1 the test MSE was 0.0105–0.0107, NLL
+−0.79 and coverage 0.99 on 4 seeds (bbb: 0.0108, −0.815, 0.977), and stayed so at lr 0.03;
+β₂ = 0.99 gave NLL −0.71, lr 0.1 diverged on 1 seed of 4.
 """
 
 import math
@@ -45,9 +53,9 @@ class IVON(InferenceMethod):
 
     def __init__(
         self,
-        hess_init: Positive = 0.1,
+        hess_init: Positive = 1.0,
         beta1: Probability = 0.9,
-        beta2: Probability = 0.999,
+        beta2: Probability = 0.95,
         weight_decay: NonNegative = 1e-3,
         mc_samples: PositiveInt = 1,
         predict_samples: PositiveInt = 100,
@@ -72,8 +80,7 @@ class IVON(InferenceMethod):
                                        spec.activation)  # fmt: skip
         self.n_train = spec.n_train
         n_params = sum(p.numel() for p in self.net.parameters())
-        prior_sd = self.initial_sd()
-        self.register_buffer("posterior_sd", torch.full((n_params,), prior_sd))
+        self.register_buffer("posterior_sd", torch.full((n_params,), self.initial_sd()))
 
     def initial_sd(self) -> float:
         """σ before the first step: 1/√(N(h₀ + δ))."""
@@ -115,7 +122,8 @@ class IVON(InferenceMethod):
         self, groups: list[dict[str, Any]], lr: float, optimizer: Mapping[str, Any]
     ) -> torch.optim.Optimizer:
         """One IVON over every group (a group learns at lr × its "lr_scale"); `optimizer`, the
-        `optimizer` config group, is not used. Every group shares ess = N and the knobs."""
+        `optimizer` config group, is not used. Every group shares ess = N and the knobs: the
+        task's own parameters (a learned log σ²) are drawn and decayed by δ like the network's."""
         groups = [{"params": group["params"], "lr": lr * group.get("lr_scale", 1.0)}
                   for group in groups if group["params"]]  # fmt: skip
         return ivon.IVON(groups, lr=lr, ess=self.n_train, **self.knobs)
@@ -155,7 +163,8 @@ class IVON(InferenceMethod):
                 group[key] = group[key].to(device=like.device, dtype=like.dtype)
 
     def epoch_metrics(self, means: Mapping[str, Tensor]) -> dict[str, Tensor]:
-        """The median posterior sd of each layer's weights and biases."""
+        """The median posterior sd of each layer's weights and biases (make_mlp's layers: a
+        weight and a bias each, in that order)."""
         sizes = [p.numel() for p in self.net.parameters()]
         pieces = self.posterior_sd.split(sizes)
         layers = [torch.cat(pieces[i : i + 2]) for i in range(0, len(pieces), 2)]

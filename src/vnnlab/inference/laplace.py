@@ -36,7 +36,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, TensorDataset
 
 from vnnlab.errors import bad_value
-from vnnlab.inference.base import PosthocData
+from vnnlab.inference.base import NetworkSpec, PosthocData
 from vnnlab.inference.map import MAP
 from vnnlab.schema import Positive, PositiveInt
 
@@ -45,6 +45,7 @@ HessianStructure = Literal["diag", "kron", "full"]
 Tuning = Literal["marglik", "none"]
 MARGLIK_LR = 0.1  # Adam's step on log λ and log σ, laplace-torch's README's
 JACOBIAN_ELEMENTS = 2**27  # Jacobians (rows, out, P) per predictive chunk: 512 MiB in float32
+FULL_HESSIAN_ELEMENTS = 2**28  # P² at most for hessian_structure=full: 1 GiB in float32
 
 
 class Laplace(MAP):
@@ -79,6 +80,14 @@ class Laplace(MAP):
         if model_args.get("learn_sigma2"):
             raise bad_value("inference", "laplace", "model.learn_sigma2=false (Laplace tunes σ² "
                             "itself, by its marginal likelihood)")  # fmt: skip
+
+    def build(self, spec: NetworkSpec) -> None:
+        super().build(spec)
+        covered = self.net if self.subset_of_weights == "all" else list(self.net.children())[-1]
+        weights = sum(p.numel() for p in covered.parameters())
+        if self.hessian_structure == "full" and weights**2 > FULL_HESSIAN_ELEMENTS:
+            allowed = f"kron or diag for {weights} weights (a full Hessian is {weights}² numbers)"
+            raise bad_value("inference.hessian_structure", "full", allowed)
 
     # --- the fit ------------------------------------------------------------------------------
 
@@ -140,7 +149,8 @@ class Laplace(MAP):
         return laplace.functional_samples(x, pred_type="glm", n_samples=self.predict_samples)
 
     def glm_moments(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """Regression: (3)'s mean f_MAP(x) and marginal variances, (B, out) each."""
+        """Regression, after the fit: (3)'s mean f_MAP(x) and marginal variances, (B, out)
+        each."""
         mean, covariance = self.laplace(x, pred_type="glm")  # (B, out), (B, out, out)
         return mean, covariance.diagonal(dim1=-2, dim2=-1)
 
@@ -165,16 +175,32 @@ def tune_by_marglik(laplace: BaseLaplace, steps: int) -> None:
     """λ and, for regression, σ that maximise (2): `steps` Adam steps on their logs."""
     start = {"prior_precision": laplace.prior_precision}
     if laplace.likelihood == "regression":
-        start["sigma_noise"] = laplace.sigma_noise
+        start["sigma"] = laplace.sigma_noise
     logs = {name: value.detach().log().requires_grad_() for name, value in start.items()}
     adam = torch.optim.Adam(list(logs.values()), lr=MARGLIK_LR)
     for _ in range(steps):
         adam.zero_grad()
-        hypers = {name: log.exp() for name, log in logs.items()}
-        (-laplace.log_marginal_likelihood(**hypers)).backward()
+        (-log_evidence(laplace, **{name: log.exp() for name, log in logs.items()})).backward()
         adam.step()
-    for name, log in logs.items():
-        setattr(laplace, name, log.detach().exp())
+    laplace.prior_precision = logs["prior_precision"].detach().exp()
+    if "sigma" in logs:
+        laplace.sigma_noise = logs["sigma"].detach().exp()
+
+
+def log_evidence(
+    laplace: BaseLaplace, prior_precision: Tensor, sigma: Tensor | None = None
+) -> Tensor:
+    """(2) at λ and, for regression, σ, differentiable in both; leaves them set in `laplace`.
+    laplace-torch scales Kronecker factors by 1/σ² with math.pow, which drops σ's gradient, so
+    here σ reaches the log determinant through the prior: log det(H/σ² + λI) =
+    log det(H + σ²λI) − P log σ²."""
+    if sigma is None:
+        return laplace.log_marginal_likelihood(prior_precision)
+    laplace.prior_precision, laplace.sigma_noise = sigma.square() * prior_precision, 1.0
+    log_det = laplace.log_det_posterior_precision - laplace.n_params * sigma.square().log()
+    laplace.prior_precision, laplace.sigma_noise = prior_precision, sigma
+    prior = laplace.scatter - laplace.log_det_prior_precision  # λ‖θ‖² − P log λ
+    return laplace.log_likelihood - 0.5 * (log_det + prior)
 
 
 @contextmanager

@@ -14,6 +14,9 @@ from vnnlab.models.layers import make_mlp
 class MAP(InferenceMethod):
     """MAP(): no knobs of its own (the weight decay is the optimiser's)."""
 
+    def __init__(self):
+        super().__init__()
+
     def build(self, spec: NetworkSpec) -> None:
         self.net: nn.Module = make_mlp(spec.in_features, spec.hidden, spec.out_features,
                                        spec.activation)  # fmt: skip

@@ -160,9 +160,14 @@ class VNNModule(pl.LightningModule):
         terms = self.training_terms(batch)
         self._watch_for_non_finite(terms["loss"], batch_idx)
         self._add_to_epoch_means(terms, len(batch[0]))
-        if batch_idx + 1 == self.trainer.num_training_batches:
-            self._end_training_epoch()  # here, so that callbacks see its means at the epoch's end
         return terms["loss"]
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        # after the step, not in it: an optimiser that runs the step several times (IVON's
+        # samples) would end the epoch more than once; before the epoch ends, so that callbacks
+        # see its means there
+        if batch_idx + 1 == self.trainer.num_training_batches:
+            self._end_training_epoch()
 
     def on_train_epoch_start(self) -> None:
         self._train_sums: dict[str, Tensor] = {}

@@ -249,16 +249,19 @@ def _log_checkpoint(run: TrackedRun, folder: Path) -> None:
 def _name_and_tags(
     model_class: type, datamodule: VNNDataModule, context: RunContext
 ) -> tuple[str, dict[str, str]]:
-    """Run name "<model>-<data> <overrides>" (a sweep's job: its swept values) and tags: the
+    """Run name "<model>-<inference>-<data> <overrides>" (a sweep's job: its swept values;
+    no inference for a model fitted its own way) and tags: the
     config groups chosen, the overrides, the git commit, the sweep it belongs to."""
     model_name = context.choices.get("model", model_class.__name__)
     data_name = context.choices.get("data", type(datamodule).__name__)
     overrides = [o for o in context.overrides if override_key(o) not in ("model", "data")]
     run_tags = {tags.MODEL: model_name, tags.DATA: data_name, tags.OVERRIDES: " ".join(overrides)}
-    if context.choices.get("inference"):
-        run_tags[tags.INFERENCE] = context.choices["inference"]
     run_tags |= git_tags(Path(__file__).parent)
-    name = " ".join([f"{model_name}-{data_name}", *overrides])
+    inference = context.choices.get("inference")
+    if inference:
+        run_tags[tags.INFERENCE] = inference
+    fitted = f"{model_name}-{inference}" if inference else model_name
+    name = " ".join([f"{fitted}-{data_name}", *overrides])
     sweep = context.sweep
     if sweep is not None:  # a child of the sweep's parent run
         name = sweep.name
