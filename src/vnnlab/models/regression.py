@@ -3,9 +3,10 @@
 The network's outputs are in the units of the standardised target when `standardize_target`
 (else the target's own); `to_target_units` maps them back, so σ² and every metric are in the
 target's units. Noise:
-- homoscedastic: one σ² for every point, fixed (`sigma2`), or with `learn_sigma2` a parameter
-  of the objective started at `sigma2` and learned at lr × `sigma2_lr_scale`
-  (layers.NoiseVariance);
+- homoscedastic: one σ² for every point, fixed (`sigma2`); with `learn_sigma2=true` a parameter
+  of the objective started at `sigma2` and learned at lr × `sigma2_lr_scale`; with
+  `learn_sigma2=optimal` the objective's closed-form optimum given the step's residuals under
+  the current fit, E‖y − f‖²/q (an empirical-Bayes update; layers.NoiseVariance);
 - heteroscedastic: the network outputs a mean and a variance per target,
   σ²(x) = s² · (softplus(v(x)) + MIN_VARIANCE), s the target's scale (Nix & Weigend 1994; the
   deep ensemble's members, Lakshminarayanan et al. 2017);
@@ -66,7 +67,7 @@ class Regressor(TaskModule):
         standardize_target: bool = False,
         noise: Noise = "auto",
         sigma2: Positive = 0.01,
-        learn_sigma2: bool = False,
+        learn_sigma2: bool | Literal["optimal"] = False,
         sigma2_lr_scale: Positive = 1.0,
         lr: Positive = 1e-2,
         lr_schedule: LRSchedule = "cosine",
