@@ -7,8 +7,8 @@ description and written as Markdown and JSON.
     python benchmarks/suite.py --device cuda --root ../shared/data  # on the GPU
 
 Comparisons (one module each in benchmarks/comparisons/): data path, framework overhead,
-tracking overhead and the hardware limit (framework), Monte Carlo cost, start-up and sweep
-throughput. Every repeated timing is a median after an untimed warm-up.
+tracking overhead and the hardware limit (framework), Monte Carlo cost, the inference methods'
+costs (ensemble, MC dropout, Laplace), start-up and sweep throughput. Every repeated timing is a median after an untimed warm-up.
 
 --device cuda trains on the GPU: the framework comparison (the VAE and BNN epochs through
 vnnlab, through Lightning without a run, and in the plain loop, every one on the GPU), the
@@ -32,12 +32,12 @@ from pathlib import Path
 import torch
 
 # `python benchmarks/suite.py` puts benchmarks/ on the path: the comparisons import as a package
-from comparisons import data_path, framework, monte_carlo, startup
+from comparisons import data_path, framework, inference, monte_carlo, startup
 from comparisons.common import Row, Scale, machine, matmul_flops_per_second
 
 RESULTS = Path(__file__).parent / "results"
-PARTS = ("data_path", "framework", "monte_carlo", "startup")
-GPU_PARTS = ("framework", "monte_carlo")  # the others are CPU-only (the docstring says why)
+PARTS = ("data_path", "framework", "monte_carlo", "inference", "startup")
+GPU_PARTS = ("framework", "monte_carlo", "inference")  # the others are CPU-only (the docstring says why)
 
 
 def parse_args() -> argparse.Namespace:
@@ -68,6 +68,7 @@ def run_parts(args: argparse.Namespace, scale: Scale, matmul_rate: float) -> lis
         "data_path": lambda: data_path.compare(root, args.n_val, scale),
         "framework": lambda: framework.compare(root, args.n_val, scale, matmul_rate, args.device),
         "monte_carlo": lambda: monte_carlo.compare(scale, args.device),
+        "inference": lambda: inference.compare(scale, args.device),
         "startup": lambda: startup.compare(scale),
     }
     rows = []

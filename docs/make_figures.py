@@ -23,7 +23,7 @@ from mlflow.tracking import MlflowClient
 
 FIGURES = Path(__file__).parent / "figures"
 QUIET = ["trainer.enable_progress_bar=false"]
-SWEEP = ["model.sigma2=0.001,0.01,0.1", "model.mc_samples=1,8", "trainer.max_epochs=60"]
+SWEEP = ["model.sigma2=0.001,0.01,0.1", "inference.mc_samples=1,8", "trainer.max_epochs=60"]
 FIGURE_NAMES = ("regression_gap", "reliability_mlp_bnn", "vae_latent", "sweep_comparison")
 
 
@@ -100,7 +100,7 @@ def sweep_comparison(folder: Path) -> None:
     from vnnlab.commands import compare  # vnnlab-compare; after argparse: --help stays instant
 
     store = f"sqlite:///{folder / 'mlflow.db'}"
-    compare.main(["--metric", "test/nll", "--x", "model.sigma2", "--group", "model.mc_samples",
+    compare.main(["--metric", "test/nll", "--x", "model.sigma2", "--group", "inference.mc_samples",
                   "--out", str(folder), "--tracking-uri", store])  # fmt: skip
     client = MlflowClient(f"sqlite:///{folder / 'mlflow.db'}")
     experiments = [e.experiment_id for e in client.search_experiments()]

@@ -13,6 +13,7 @@ from idx_files import write_mnist
 from vnnlab import CONFIG_DIR
 from vnnlab.data.synthetic import SyntheticRegressionDataModule
 from vnnlab.models.regression import Regressor
+from vnnlab.run.load import load_model
 from vnnlab.run.train import train
 
 # Small and quick: two epochs, no progress bar.
@@ -187,10 +188,11 @@ def test_every_model_trains_tests_logs_and_reloads(case, tmp_path):
     assert state["global_step"] == result.model.trainer.global_step  # the end of the fit
     reloaded = get_class(cfg.model._target_).load_from_checkpoint(path, weights_only=True)
     trained = evaluation_on_test_split(result.model, result.datamodule)
-    again = evaluation_on_test_split(reloaded, result.datamodule)
-    assert trained.keys() == again.keys() and trained
-    for key in trained:
-        assert torch.equal(trained[key], again[key]), key
+    for again in (reloaded, load_model(result.run_id, uri)):  # Lightning's way and vnnlab's
+        evaluated = evaluation_on_test_split(again, result.datamodule)
+        assert trained.keys() == evaluated.keys() and trained
+        for key in trained:
+            assert torch.equal(trained[key], evaluated[key]), key
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,7 @@ are on the GPU and each step ends with torch.cuda.synchronize(), so its kernels 
 import torch
 
 from comparisons.common import Row, Scale, median_seconds, synchronize
-from vnnlab.models.bnn import BNNClassifier
+from vnnlab.models.classification import Classifier
 
 SAMPLES = (1, 10, 50)
 # the issue's ceilings for M = 10 and M = 50, relative to M = 1 of the same estimator
@@ -21,8 +21,9 @@ def step_seconds(
     """Median seconds of one training step on `device`, over `steps` steps after a warm-up."""
     torch.manual_seed(0)
     samples_per_pass = 1 if python_loop else mc_samples
-    model = BNNClassifier(784, 10, n_train=55_000, hidden=[400, 400], estimator=estimator,
-                          mc_samples=samples_per_pass, lr_schedule="none").to(device)  # fmt: skip
+    bbb = {"_target_": "vnnlab.inference.bbb.BayesByBackprop", "estimator": estimator,
+           "mc_samples": samples_per_pass}  # fmt: skip
+    model = Classifier(784, 10, 55_000, inference=bbb, lr_schedule="none").to(device)
     optimizer = model.configure_optimizers()  # after .to(device): fused Adam on the device
     x = torch.rand(128, 784, device=device)
     labels = torch.randint(0, 10, (128,), device=device)

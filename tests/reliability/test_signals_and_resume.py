@@ -132,3 +132,37 @@ def test_a_run_whose_checkpoint_folder_is_gone_resumes_from_its_logged_checkpoin
     folder = Path(cli.client().get_run(run.info.run_id).data.tags["vnnlab.checkpoint_dir"])
     assert sorted(p.name for p in folder.iterdir()) == ["last.ckpt"]
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith("vnnlab-")] == []
+
+
+# Every other inference method, stopped by SIGKILL (no chance to save anything at the signal):
+# IVON's optimiser state, the ensemble's members and Laplace's curvature (fitted after the
+# last epoch, from the resumed weights) all come back.
+METHODS = ["map", "mc_dropout", "ensemble", "laplace", "ivon"]
+METHOD_RUN = ["model=regressor", "data.n_train=8000", "data.n_val=200", "data.n_test=200",
+              "trainer.max_epochs=6"]  # fmt: skip
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_every_method_killed_and_resumed_ends_as_if_never_stopped(tmp_path, method):
+    cli = CLI(tmp_path)
+    run = [*METHOD_RUN, f"inference={method}"]
+    whole = cli.run(*run)
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    [reference] = cli.runs()
+
+    process = cli.popen(*run)
+    assert process.stderr is not None
+    for line in process.stderr:
+        if STOP_AFTER in line:
+            break
+    process.send_signal(signal.SIGKILL)
+    process.communicate(timeout=120)
+    stopped = the_new_run(cli, {reference.info.run_id})
+    assert len(steps(cli, stopped.info.run_id, "train/loss")) < 6
+
+    resumed = cli.run(f"resume={stopped.info.run_id}")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    after = cli.client().get_run(stopped.info.run_id)
+    assert after.info.status == "FINISHED"
+    tests = {k: v for k, v in reference.data.metrics.items() if k.startswith("test/")}
+    assert {key: after.data.metrics[key] for key in tests} == tests  # bit for bit

@@ -85,7 +85,8 @@ class VNNModule(pl.LightningModule):
 
     def configure_optimizers(self) -> Any:
         optimizer = self.make_optimizer(self.parameter_groups())
-        steps = self.trainer.estimated_stepping_batches
+        cosine = self.schedule["name"] == "cosine"  # the only schedule that needs the fit's length
+        steps = self.trainer.estimated_stepping_batches if cosine else 0
         scheduler = make_scheduler(optimizer, self.schedule["name"], self.schedule["gamma"], steps)
         if scheduler is None:
             return optimizer

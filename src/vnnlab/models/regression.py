@@ -177,6 +177,7 @@ class Regressor(TaskModule):
             "mse": squared_error(y, mean),
             "nll": mixture_nll(nll_per_draw),
             "coverage95": coverage(y, mean, var),
+            "sigma2": variances.mean(dim=(0, 2)),  # the predictive's noise variance, per point
         }
         return values | self.inference.objective(nll_per_draw)
 
