@@ -8,7 +8,8 @@ description and written as Markdown and JSON.
 
 Comparisons (one module each in benchmarks/comparisons/): data path, framework overhead,
 tracking overhead and the hardware limit (framework), Monte Carlo cost, the inference methods'
-costs (ensemble, MC dropout, Laplace), start-up and sweep throughput. Every repeated timing is a median after an untimed warm-up.
+costs (ensemble, MC dropout, Laplace), start-up and sweep throughput. Every repeated timing is
+a median after an untimed warm-up.
 
 --device cuda trains on the GPU: the framework comparison (the VAE and BNN epochs through
 vnnlab, through Lightning without a run, and in the plain loop, every one on the GPU), the
@@ -37,7 +38,11 @@ from comparisons.common import Row, Scale, machine, matmul_flops_per_second
 
 RESULTS = Path(__file__).parent / "results"
 PARTS = ("data_path", "framework", "monte_carlo", "inference", "startup")
-GPU_PARTS = ("framework", "monte_carlo", "inference")  # the others are CPU-only (the docstring says why)
+GPU_PARTS = (
+    "framework",
+    "monte_carlo",
+    "inference",
+)  # the others are CPU-only (the docstring says why)
 
 
 def parse_args() -> argparse.Namespace:

@@ -7,9 +7,9 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 
+from helpers import task_model
 from vnnlab import plots
 from vnnlab.data.synthetic import SyntheticRegressionDataModule
-from helpers import task_model
 from vnnlab.inference.bbb import ELBO_TOLERANCE, BayesByBackprop, recent_gain
 from vnnlab.models.classification import Classifier
 from vnnlab.models.regression import Regressor
@@ -24,8 +24,8 @@ def fit(model: pl.LightningModule, epochs: int) -> pl.Trainer:
 
 
 def test_rho_and_a_learned_sigma2_have_their_own_learning_rates():
-    model = task_model(Regressor, BayesByBackprop, 1, 1, 100, lr=0.01, rho_lr_scale=5.0, learn_sigma2=True,
-                         sigma2_lr_scale=2.0, lr_schedule="none")  # fmt: skip
+    model = task_model(Regressor, BayesByBackprop, 1, 1, 100, lr=0.01, rho_lr_scale=5.0,
+                       learn_sigma2=True, sigma2_lr_scale=2.0, lr_schedule="none")  # fmt: skip
     trainer = fit(model, epochs=1)
     groups = trainer.optimizers[0].param_groups
     names = {id(p): name for name, p in model.named_parameters()}
@@ -95,7 +95,10 @@ def test_a_converged_or_noisy_run_ends_without_a_warning(capsys):
 
 
 def test_the_elbo_history_travels_with_a_checkpoint():
-    model, reloaded = task_model(Classifier, BayesByBackprop, 4, 3, 100), task_model(Classifier, BayesByBackprop, 4, 3, 100)
+    model, reloaded = (
+        task_model(Classifier, BayesByBackprop, 4, 3, 100),
+        task_model(Classifier, BayesByBackprop, 4, 3, 100),
+    )
     model.inference.elbo_history = [-3.0, -2.0]
     checkpoint: dict = {}
     model.on_save_checkpoint(checkpoint)

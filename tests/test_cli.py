@@ -11,8 +11,6 @@ import torch
 
 from helpers import FAST, InProcessCommand
 from vnnlab import tags
-from helpers import task_model
-from vnnlab.inference.bbb import BayesByBackprop
 from vnnlab.models.regression import Regressor
 from vnnlab.tracking.run import git_tags
 
@@ -23,7 +21,9 @@ BNN_METRICS = {
 
 
 def test_main_job_records_a_complete_run(command):
-    result = command.run(*FAST, "model.sigma2=0.02", "inference.mc_samples=3", "data.noise_var=0.03")
+    result = command.run(
+        *FAST, "model.sigma2=0.02", "inference.mc_samples=3", "data.noise_var=0.03"
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     [run] = command.runs()
     assert f"run {run.info.run_id} FINISHED" in result.stdout

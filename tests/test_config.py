@@ -11,9 +11,9 @@ import pytest
 from hydra.utils import get_class
 from omegaconf import OmegaConf
 
+from helpers import composed
 from vnnlab import CONFIG_DIR
 from vnnlab.data.base import VNNDataModule
-from helpers import composed
 from vnnlab.inference.base import InferenceMethod
 from vnnlab.models.base import VNNModule
 from vnnlab.validate import PASSED_IN, validate
@@ -105,9 +105,5 @@ def test_every_class_has_exactly_one_yaml_and_every_yaml_a_class(group, package,
                                                                   subclasses):  # fmt: skip
     import_every_module(package)
     classes = {f"{c.__module__}.{c.__qualname__}" for c in subclasses(base)}
-    targets = [
-        config_node(path)["_target_"]
-        for path in CLASS_FILES
-        if path.parent.name == group
-    ]
+    targets = [config_node(path)["_target_"] for path in CLASS_FILES if path.parent.name == group]
     assert sorted(targets) == sorted(classes)  # one YAML per class, no YAML without its class

@@ -5,12 +5,12 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
+from helpers import task_model
 from vnnlab.data.manifold import SyntheticManifoldDataModule
 from vnnlab.data.synthetic import SyntheticRegressionDataModule
-from helpers import task_model
 from vnnlab.inference.bbb import BayesByBackprop
-from vnnlab.models.regression import Regressor
 from vnnlab.models.losses import coverage, gaussian_nll, mixture_nll
+from vnnlab.models.regression import Regressor
 from vnnlab.models.vae import VAE
 
 
@@ -31,12 +31,24 @@ def test_a_bnn_learns_the_noise_variance_of_its_data():
     pl.seed_everything(0, verbose=False)
     data = SyntheticRegressionDataModule(function="linear", noise_var=0.04, n_train=500,
                                          n_val=50, n_test=2000, batch_size=50)  # fmt: skip
-    model = task_model(Regressor, BayesByBackprop, 1, 1, 500, hidden=[], sigma2=0.5, learn_sigma2=True, sigma2_lr_scale=5.0)
+    model = task_model(
+        Regressor,
+        BayesByBackprop,
+        1,
+        1,
+        500,
+        hidden=[],
+        sigma2=0.5,
+        learn_sigma2=True,
+        sigma2_lr_scale=5.0,
+    )
     fit(model, data, epochs=100)
     x, y = data.split("train")
     residual_variance = ((y - data.info().true_function(x)) ** 2).mean().item()
     with torch.no_grad():
-        expected_residual = ((y - model.inference.net(x, 4000)) ** 2).mean().item()  # E_q, 4000 draws
+        expected_residual = (
+            ((y - model.inference.net(x, 4000)) ** 2).mean().item()
+        )  # E_q, 4000 draws
     learned = model.noise().item()
     assert learned == pytest.approx(residual_variance, rel=0.03)
     assert learned == pytest.approx(expected_residual, rel=0.03)

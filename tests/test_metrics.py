@@ -6,15 +6,15 @@ import torch
 from pytorch_lightning import Trainer
 from torch.distributions import Normal
 
+from helpers import task_model
 from vnnlab import plots
 from vnnlab.data.base import DataInfo
 from vnnlab.data.batches import TensorBatches
 from vnnlab.data.synthetic import SyntheticRegressionDataModule
-from helpers import task_model
 from vnnlab.inference.bbb import BayesByBackprop
 from vnnlab.models.classification import Classifier
-from vnnlab.models.regression import Regressor
 from vnnlab.models.reduction import Autoencoder
+from vnnlab.models.regression import Regressor
 
 
 def hand_ece(probs: torch.Tensor, labels: torch.Tensor, n_bins: int) -> float:
@@ -69,7 +69,9 @@ def test_bnn_validation_and_test_report_the_same_predictive_quantities():
     """val/nll and test/nll are one quantity (the predictive's) on different data, and so are
     mse and coverage95; the ELBO's data term has a name of its own, expected_nll."""
     torch.manual_seed(0)
-    model = task_model(Regressor, BayesByBackprop, 1, 1, n_train=40, hidden=[8], sigma2=0.2, rho_init=-1.0)
+    model = task_model(
+        Regressor, BayesByBackprop, 1, 1, n_train=40, hidden=[8], sigma2=0.2, rho_init=-1.0
+    )
     x, y = torch.randn(40, 1), torch.randn(40, 1)
     data = TensorBatches((x, y), 10)
     trainer = Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False)
@@ -129,7 +131,17 @@ def test_figures_draw_the_splits_they_are_handed():
 
 
 def test_bnn_predictive_is_the_mixture_of_its_posterior_samples():
-    model = task_model(Regressor, BayesByBackprop, 1, 1, n_train=10, hidden=[8], sigma2=0.3, rho_init=-1.0, predict_samples=5)
+    model = task_model(
+        Regressor,
+        BayesByBackprop,
+        1,
+        1,
+        n_train=10,
+        hidden=[8],
+        sigma2=0.3,
+        rho_init=-1.0,
+        predict_samples=5,
+    )
     x, y = torch.randn(4, 1), torch.randn(4, 1)
     torch.manual_seed(1)
     values = model.evaluate((x, y), "test")

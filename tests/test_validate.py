@@ -26,8 +26,14 @@ def composed(*overrides: str):
         ("model.lr=fast", "model.lr='fast' is not allowed: expected a number > 0"),
         ("model.sigma2=-1", "model.sigma2=-1 is not allowed: expected a number > 0"),
         ("model.sigma2=nan", "model.sigma2=nan is not allowed"),
-        ("inference.mc_samples=0", "inference.mc_samples=0 is not allowed: expected an integer ≥ 1"),
-        ("inference.mc_samples=2.5", "inference.mc_samples=2.5 is not allowed: expected an integer ≥ 1"),
+        (
+            "inference.mc_samples=0",
+            "inference.mc_samples=0 is not allowed: expected an integer ≥ 1",
+        ),
+        (
+            "inference.mc_samples=2.5",
+            "inference.mc_samples=2.5 is not allowed: expected an integer ≥ 1",
+        ),
         ("inference.mc_samples=true", "inference.mc_samples=True is not allowed"),
         (
             "inference.kl=exact",
@@ -39,22 +45,38 @@ def composed(*overrides: str):
             "model.hidden=[50, 0] is not allowed: expected a list of integers ≥ 1",
         ),  # fmt: skip
         ("model.hidden=50", "model.hidden=50 is not allowed: expected a list of"),
-        ("optimizer=sgd optimizer.momentum=1.5", "optimizer.momentum=1.5 is not allowed: expected a number in [0, 1)"),
+        (
+            "optimizer=sgd optimizer.momentum=1.5",
+            "optimizer.momentum=1.5 is not allowed: expected a number in [0, 1)",
+        ),
         ("model.lr_gamma=0", "model.lr_gamma=0 is not allowed: expected a number in (0, 1]"),
-        ("optimizer=sgd optimizer.nesterov=maybe", "optimizer.nesterov='maybe' is not allowed: expected true or false"),
+        (
+            "optimizer=sgd optimizer.nesterov=maybe",
+            "optimizer.nesterov='maybe' is not allowed: expected true or false",
+        ),
         ("inference.prior_std=-2", "inference.prior_std=-2 is not allowed: expected a number > 0"),
         ("inference=ensemble inference.members=0", "inference.members=0 is not allowed"),
-        ("inference=mc_dropout inference.dropout=1", "inference.dropout=1 is not allowed: "
-         "expected a number in [0, 1)"),
-        ("optimizer.weight_decay=-1", "optimizer.weight_decay=-1 is not allowed: expected a "
-         "number ≥ 0"),
-        ("inference=laplace model.noise=heteroscedastic", "inference='laplace' is not "
-         "allowed: expected model.noise=homoscedastic"),
+        (
+            "inference=mc_dropout inference.dropout=1",
+            "inference.dropout=1 is not allowed: expected a number in [0, 1)",
+        ),
+        (
+            "optimizer.weight_decay=-1",
+            "optimizer.weight_decay=-1 is not allowed: expected a number ≥ 0",
+        ),
+        (
+            "inference=laplace model.noise=heteroscedastic",
+            "inference='laplace' is not allowed: expected model.noise=homoscedastic",
+        ),
         ("inference=mc_dropout model.noise=heteroscedastic inference.dropout=0.1", None),
-        ("inference=map model.noise=heteroscedastic model.learn_sigma2=true",
-         "model.learn_sigma2=True is not allowed"),
-        ("model=vae inference=laplace", "inference='laplace' is not allowed: expected none "
-         "with model=VAE"),
+        (
+            "inference=map model.noise=heteroscedastic model.learn_sigma2=true",
+            "model.learn_sigma2=True is not allowed",
+        ),
+        (
+            "model=vae inference=laplace",
+            "inference='laplace' is not allowed: expected none with model=VAE",
+        ),
         ("model.noise=loud", "model.noise='loud' is not allowed: expected one of auto"),
         ("data.batch_size=0", "data.batch_size=0 is not allowed: expected an integer ≥ 1"),
         ("data.function=exp", "data.function='exp' is not allowed: expected one of linear | sine"),
@@ -82,8 +104,7 @@ def composed(*overrides: str):
         ),  # fmt: skip
         (
             "+model.no_such_key=1",
-            "model.no_such_key=1 is not allowed: expected a key of "
-            "Regressor: hidden, activation",
+            "model.no_such_key=1 is not allowed: expected a key of Regressor: hidden, activation",
         ),  # fmt: skip
         ("+model.in_features=3", "model.in_features=3 is not allowed"),  # the data decides it
         ("model._target_=vnnlab.models.nothing.Here", "model._target_='vnnlab.models.nothing"),
@@ -126,10 +147,12 @@ def test_monte_carlo_kl_needs_sampled_weights():
          "inference.kl='closed_form' is not allowed: expected monte_carlo"),
         (["model=vae", "model.likelihood=bernoulli", "model.learn_sigma2=true"],
          "model.learn_sigma2=True is not allowed: expected false with model.likelihood=bernoulli"),
-        (["model.learn_sigma2=optimal"],  # the BNN learns σ² by gradient only
-         "model.learn_sigma2='optimal' is not allowed: expected true or false"),
-        (["inference.prior_pi=1"], "inference.prior_pi=1 is not allowed: expected a number in (0, 1)"),
-        (["inference.rho_lr_scale=0"], "inference.rho_lr_scale=0 is not allowed: expected a number > 0"),
+        (["model.learn_sigma2=maybe"],
+         "model.learn_sigma2='maybe' is not allowed: expected true or false or one of optimal"),
+        (["inference.prior_pi=1"],
+         "inference.prior_pi=1 is not allowed: expected a number in (0, 1)"),
+        (["inference.rho_lr_scale=0"],
+         "inference.rho_lr_scale=0 is not allowed: expected a number > 0"),
     ],
 )  # fmt: skip
 def test_the_scale_mixture_and_learned_sigma2_are_refused_where_they_cannot_work(
@@ -144,8 +167,17 @@ def test_the_scale_mixture_and_learned_sigma2_are_refused_where_they_cannot_work
 @pytest.mark.parametrize(
     "overrides",
     [
-        ["inference.prior=scale_mixture", "inference.estimator=weights", "inference.kl=monte_carlo"],
-        ["model=bnn_classifier", "data=mnist", "inference.prior=scale_mixture", "inference.kl=monte_carlo"],
+        [
+            "inference.prior=scale_mixture",
+            "inference.estimator=weights",
+            "inference.kl=monte_carlo",
+        ],
+        [
+            "model=bnn_classifier",
+            "data=mnist",
+            "inference.prior=scale_mixture",
+            "inference.kl=monte_carlo",
+        ],
         ["model.learn_sigma2=true", "model.sigma2=0.001"],
         ["model=vae", "model.learn_sigma2=optimal"],
         ["model=vae", "model.learn_sigma2=true"],

@@ -98,8 +98,9 @@ def run_context(hydra_cfg: DictConfig) -> RunContext:
         launch_dir=Path(hydra_cfg.runtime.cwd),
         output_dir=Path(hydra_cfg.runtime.output_dir),
         overrides=tuple(hydra_cfg.overrides.task),
-        choices={group: choices[group] for group in ("model", "inference", "data")
-                 if choices.get(group)},  # fmt: skip
+        choices={
+            group: choices[group] for group in ("model", "inference", "data") if choices.get(group)
+        },  # fmt: skip
     )
 
 

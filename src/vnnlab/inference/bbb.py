@@ -2,11 +2,12 @@
 
 q_η(θ) = N(μ, diag softplus(ρ)²), prior π = N(0, s² I) or the scale mixture
 π N(0, σ₁²) + (1 − π) N(0, σ₂²) per weight; minimise
-F̂(η) = (1/M) Σ_m [β (log q_η(θ⁽ᵐ⁾) − log π(θ⁽ᵐ⁾)) − log ℓ(Y | θ⁽ᵐ⁾)] with θ⁽ᵐ⁾ = μ + softplus(ρ) ⊙ ξ⁽ᵐ⁾
-redrawn at every step; all M samples go through the network in one batched pass. β = `kl_weight`
-tempers the posterior (β = 1: the ELBO; β < 1 a "cold" posterior that trusts the data more);
-`kl_warmup_epochs` = W ramps it as β·min(1, e/W) over the first W epochs e = 0, 1, … (the network
-first fits the data, then pays for its distance to the prior).
+F̂(η) = (1/M) Σ_m [β (log q_η(θ⁽ᵐ⁾) − log π(θ⁽ᵐ⁾)) − log ℓ(Y | θ⁽ᵐ⁾)]
+with θ⁽ᵐ⁾ = μ + softplus(ρ) ⊙ ξ⁽ᵐ⁾ redrawn at every step; all M samples go through the network
+in one batched pass. β = `kl_weight` tempers the posterior (β = 1: the ELBO; β < 1 a "cold"
+posterior that trusts the data more); `kl_warmup_epochs` = W ramps it as β·min(1, e/W) over the
+first W epochs e = 0, 1, … (the network first fits the data, then pays for its distance to the
+prior).
 
 Logged terms, per training point (losses.negative_elbo_per_point): `elbo` is always the true
 bound (β = 1) = −(`expected_nll` + `kl`); `loss` = `expected_nll` + β_e·`kl` is what the
@@ -144,8 +145,8 @@ class BayesByBackprop(InferenceMethod):
     def check_with(cls, model_args: Mapping[str, Any], optimizer_args: Mapping[str, Any]) -> None:
         decay = optimizer_args.get("weight_decay", 0.0)
         if decay:  # the KL already pulls the weights to the prior
-            raise bad_value("optimizer.weight_decay", decay, "0 with inference=bbb (its prior "
-                            "is inference.prior_std; weight decay would count it twice)")  # fmt: skip
+            allowed = "0 with inference=bbb (its prior is inference.prior_std; weight decay "
+            raise bad_value("optimizer.weight_decay", decay, f"{allowed}would count it twice)")
 
     def build(self, spec: NetworkSpec) -> None:
         self.net = BayesianMLP(spec.in_features, spec.hidden, spec.out_features,

@@ -13,7 +13,7 @@ from torch import Tensor
 from torchmetrics import MeanMetric, Metric
 
 from vnnlab.data.base import DataInfo, Target
-from vnnlab.errors import BadInputError, bad_value
+from vnnlab.errors import BadInputError
 from vnnlab.models.optimizers import ADAM, DecayFactor, LRSchedule, make_optimizer, make_scheduler
 from vnnlab.schema import Positive
 

@@ -134,8 +134,9 @@ class BayesLinear(nn.Module):
         delta = F.softplus(self.weight_rho) * torch.randn(
             len(inputs), *self.weight_mu.shape, device=x.device
         )  # (M, out, in)
-        signs_in, signs_out = _random_signs(inputs.shape, x), _random_signs(
-            (*inputs.shape[:-1], self.weight_mu.shape[0]), x
+        signs_in, signs_out = (
+            _random_signs(inputs.shape, x),
+            _random_signs((*inputs.shape[:-1], self.weight_mu.shape[0]), x),
         )
         perturbation = torch.matmul(inputs * signs_in, delta.transpose(1, 2)) * signs_out
         bias_noise = F.softplus(self.bias_rho) * torch.randn(

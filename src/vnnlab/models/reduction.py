@@ -104,8 +104,6 @@ def latent_figure(latent: Tensor, labels: Tensor | None) -> Figure:
     return plots.latent_scatter((latent - mean) @ components, labels, "PC 1 of z", "PC 2 of z")
 
 
-
-
 class PCA(ReductionModule):
     """Centred PCA of the training inputs: e(x) = Wᵀ(x − x̄), d(z) = x̄ + W z, with W (n, m) the m
     leading eigenvectors of the training covariance. Fitted in closed form by

@@ -28,8 +28,8 @@ def build_data_and_model(cfg: DictConfig) -> tuple[VNNDataModule, VNNModule]:
     model_class = get_class(cfg.model._target_)
     model_class.check_data(info, OmegaConf.to_container(cfg.model, resolve=True))
     accepted = inspect.signature(model_class).parameters
-    given = info.model_dims() | {group: OmegaConf.to_container(cfg[group], resolve=True)
-                                 for group in ("inference", "optimizer") if group in cfg}  # fmt: skip
+    groups = [group for group in ("inference", "optimizer") if group in cfg]
+    given = info.model_dims() | {g: OmegaConf.to_container(cfg[g], resolve=True) for g in groups}
     given = {key: value for key, value in given.items() if key in accepted}
     knobs = OmegaConf.to_container(cfg.model, resolve=True)
     knobs.pop("_target_")

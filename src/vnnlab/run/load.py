@@ -44,6 +44,8 @@ def _model_class(target: str, run_id: str) -> type[VNNModule]:
     try:
         return get_class(target)
     except ImportError:  # Hydra's; a class that vnnlab no longer has
-        allowed = (f"a run recorded by vnnlab 0.2 or later (its model {target} predates "
-                   "inference=; retrain it with model=regressor or classifier and inference=…)")
+        allowed = (
+            f"a run recorded by vnnlab 0.2 or later (its model {target} predates "
+            "inference=; retrain it with model=regressor or classifier and inference=…)"
+        )
         raise bad_value("run_id", run_id, allowed) from None

@@ -3,7 +3,8 @@
 The run's checkpoint (loaded with weights_only=True) brings the model and the training split's
 standardisation of the inputs; the output keeps every input column and adds, per row: for a
 regressor `<target>_mean`, `<target>_sd`, `<target>_lower95`, `<target>_upper95` (mean ± 1.96
-sd of the predictive, whatever the inference method); for a classifier `p_<class>` per class and `predicted`;
+sd of the predictive, whatever the inference method); for a classifier `p_<class>` per class
+and `predicted`;
 for PCA, autoencoders and the VAE `z1` … `zm` (the latent code) and `recon_mse` (on the
 standardised inputs, as the run's recon_mse).
 """

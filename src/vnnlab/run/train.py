@@ -233,9 +233,10 @@ def _description(
     method = getattr(model, "inference", None)
     fitted_by = f" fitted by {type(method).__name__}" if method is not None else ""
     return (
-        f"{type(model).__name__}{fitted_by} trained on {type(datamodule).__name__} ({info.n_train} training "
-        f"points, {info.in_features} inputs) for {trainer.current_epoch} epochs, "
-        f"{trainer.global_step} optimiser steps. Test metrics: {headline}."
+        f"{type(model).__name__}{fitted_by} trained on {type(datamodule).__name__} "
+        f"({info.n_train} training points, {info.in_features} inputs) for "
+        f"{trainer.current_epoch} epochs, {trainer.global_step} optimiser steps. "
+        f"Test metrics: {headline}."
     )
 
 
