@@ -6,7 +6,7 @@ models/, data/ → errors, schema, tags.
 
 from pathlib import Path
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 # Hydra's config root: a link to the top-level conf/ in a checkout, a copy in a wheel.
 CONFIG_DIR = str(Path(__file__).parent / "conf")
