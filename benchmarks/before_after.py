@@ -10,6 +10,7 @@ two alternating repetition by repetition so that a change in the machine's load 
   job is the wall time less the jobs' training time (Lightning's Timer around fit, measured
   in a process of the same version), per job;
 - MNIST VAE epoch: one epoch (784-400-20, batch 128) through train(), Timer around fit;
+- MNIST BBB epoch: one epoch of the bnn_classifier preset (784-400-400-10), the same way;
 - parallel sweep: the 4-job default sweep over model.lr with the joblib launcher, 2 workers.
 
 Prints medians and the ratios after/before, and writes them to
@@ -38,12 +39,15 @@ FIT_SECONDS = """
 import sys, json
 from pytorch_lightning.callbacks import Timer
 from hydra import compose, initialize_config_dir
-try:
+try:  # today's layout, then the one before run/training.py, then the oldest
     from vnnlab import CONFIG_DIR
-    from vnnlab.run.train import train
+    from vnnlab.run.training import train
 except ImportError:
-    from vnnlab.cli import CONFIG_DIR
-    from vnnlab.train import train
+    try:
+        from vnnlab.run.train import train
+    except ImportError:
+        from vnnlab.cli import CONFIG_DIR
+        from vnnlab.train import train
 overrides = json.loads(sys.argv[1])
 with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
     cfg = compose("config", overrides=overrides)
@@ -91,6 +95,8 @@ def measure(versions: list[Version], folder: Path, root: str, repeats: int) -> d
     each: dict[str, dict[str, list[float]]] = {v.name: {} for v in versions}
     vae = ["model=vae", "data=mnist", f"data.root={root}", "trainer.max_epochs=1",
            "trainer.enable_progress_bar=false", "model.likelihood=bernoulli"]  # fmt: skip
+    bbb = ["model=bnn_classifier", "data=mnist", f"data.root={root}", "trainer.max_epochs=1",
+           "trainer.enable_progress_bar=false"]  # fmt: skip
     for repeat in range(repeats):
         for version in versions if repeat % 2 == 0 else versions[::-1]:
             work = folder / f"{version.name}-{repeat}"
@@ -105,6 +111,7 @@ def measure(versions: list[Version], folder: Path, root: str, repeats: int) -> d
                 version.seconds_to_first_epoch(work)
             )
             record.setdefault("MNIST VAE epoch, fit (s)", []).append(version.fit_seconds(work, vae))
+            record.setdefault("MNIST BBB epoch, fit (s)", []).append(version.fit_seconds(work, bbb))
             (work / "parallel").mkdir()
             record.setdefault("joblib sweep, 4 jobs on 2 workers (s)", []).append(
                 version.run(work / "parallel", "-m", *PARALLEL)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from helpers import CLI, InProcessCommand, MlflowServer, PostgresServer
+from helpers import CLI, InProcessCommand, MlflowServer, PostgresServer, regression_table
 
 
 @pytest.fixture(scope="session")
@@ -70,3 +70,11 @@ def team_server(postgres, tmp_path_factory):
     server.start()
     yield server.url
     server.stop()
+
+
+@pytest.fixture
+def csv(tmp_path):
+    """tmp_path/table.csv: regression_table() with `;` between its columns."""
+    path = tmp_path / "table.csv"
+    regression_table().to_csv(path, index=False, sep=";")  # the delimiter is sniffed
+    return path

@@ -14,6 +14,8 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import psycopg
 import pytest
 from hydra import compose, initialize_config_dir
@@ -39,6 +41,23 @@ def composed(*overrides: str) -> DictConfig:
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         cfg = compose("config", overrides=list(overrides))
     return cfg
+
+
+def printed_by_a_fresh_python(code: str) -> list[str]:
+    """What `code` prints, word by word, run in a new interpreter (nothing imported yet)."""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return result.stdout.split()
+
+
+def regression_table(n: int = 400, seed: int = 0) -> pd.DataFrame:
+    """n rows: inputs a, b, c on different scales, a real target y (linear in them, noise sd
+    0.1) and a label `kind` (y above or below its median: "high", "low")."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(loc=[10.0, -3.0, 0.0], scale=[5.0, 0.5, 2.0], size=(n, 3))
+    y = x @ np.array([0.2, 1.0, -0.5]) + rng.normal(0, 0.1, n)
+    labels = np.where(y > np.median(y), "high", "low")
+    return pd.DataFrame({"a": x[:, 0], "b": x[:, 1], "c": x[:, 2], "y": y, "kind": labels})
 
 
 def runs_in(store: Path | str) -> list[Run]:

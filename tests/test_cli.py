@@ -9,7 +9,7 @@ import sys
 import pytest
 import torch
 
-from helpers import FAST, InProcessCommand
+from helpers import FAST, InProcessCommand, printed_by_a_fresh_python
 from vnnlab import tags
 from vnnlab.models.regression import Regressor
 from vnnlab.tracking.run import git_tags
@@ -165,19 +165,12 @@ def test_a_multirun_refuses_to_resume_runs(command):
     assert [r for r in command.runs() if r.data.tags[tags.SWEEP_ROLE] == tags.CHILD] == []
 
 
-def printed_by_a_fresh_python(code: str) -> list[str]:
-    """What `code` prints, word by word, run in a new interpreter (nothing imported yet)."""
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr[-2000:]
-    return result.stdout.split()
-
-
 def test_the_command_line_and_a_sweeps_parent_load_no_torch():
     """What answers --help and a bad override, and what a parallel sweep's parent runs (store,
     parent run, table, figure), load neither torch nor Lightning: seconds only a job needs.
     The command itself loads no MLflow either: a single run imports it with the job's code."""
     code = (
-        "import sys; import vnnlab.commands.train, vnnlab.sweep.callback; "
+        "import sys; import vnnlab.commands.train, vnnlab.sweep.hydra_callback; "
         "print(sorted({'mlflow', 'torch', 'pytorch_lightning'} & set(sys.modules))); "
         "import vnnlab.sweep.compare, vnnlab.tracking.store, vnnlab.tracking.run; "
         "print(sorted({'torch', 'pytorch_lightning'} & set(sys.modules)))"
@@ -205,20 +198,3 @@ def test_help_lists_the_models_data_sets_and_examples(tmp_path, capfd, monkeypat
     assert "data: manifold, mnist, synthetic" in result.stdout
     assert "vnnlab-train -m model.lr=1e-3,1e-2" in result.stdout
     assert not command.store.exists()
-
-
-@pytest.mark.slow  # a fresh interpreter importing torch, Lightning and MLflow
-def test_a_job_imports_its_code_once_without_collecting_and_freezes_it():
-    """import_job_code imports torch, Lightning and MLflow with no garbage collection on the
-    way, freezes the objects they made and leaves the collector on; a second call changes
-    nothing."""
-    code = (
-        "import gc, sys; from vnnlab.commands import train; "
-        "before = gc.get_stats()[2]['collections']; train.import_job_code(); "
-        "frozen = gc.get_freeze_count(); train.import_job_code(); "
-        "print(gc.get_stats()[2]['collections'] - before, frozen, gc.get_freeze_count() - frozen, "
-        "gc.isenabled(), 'vnnlab.run.train' in sys.modules)"
-    )
-    full_collections, frozen, frozen_again, enabled, loaded = printed_by_a_fresh_python(code)
-    assert full_collections == "0" and int(frozen) > 100_000 and frozen_again == "0"
-    assert enabled == "True" and loaded == "True"

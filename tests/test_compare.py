@@ -1,5 +1,5 @@
 """vnnlab-compare (vnnlab.sweep.compare, and the command's main in this process) on a real SQLite
-store holding sweeps laid out as vnnlab.sweep.callback lays them out: a parent run tagged with
+store holding sweeps laid out as vnnlab.sweep.hydra_callback lays them out: a parent run tagged with
 its swept keys, children with the flattened config and their metrics."""
 
 import csv

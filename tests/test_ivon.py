@@ -28,7 +28,7 @@ from vnnlab import CONFIG_DIR
 from vnnlab.errors import BadInputError
 from vnnlab.inference.base import NetworkSpec
 from vnnlab.inference.ivon import IVON
-from vnnlab.models.losses import gaussian_nll
+from vnnlab.models.objectives import gaussian_nll
 from vnnlab.models.regression import Regressor
 
 

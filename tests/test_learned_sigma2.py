@@ -9,7 +9,8 @@ from helpers import task_model
 from vnnlab.data.manifold import SyntheticManifoldDataModule
 from vnnlab.data.synthetic import SyntheticRegressionDataModule
 from vnnlab.inference.bbb import BayesByBackprop
-from vnnlab.models.losses import coverage, gaussian_nll, mixture_nll
+from vnnlab.models.metrics import coverage, mixture_nll
+from vnnlab.models.objectives import gaussian_nll
 from vnnlab.models.regression import Regressor
 from vnnlab.models.vae import VAE
 

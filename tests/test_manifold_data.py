@@ -9,8 +9,9 @@ import torch
 from vnnlab.data.manifold import ARC_HALF_ANGLE, SyntheticManifoldDataModule, arc_moments
 from vnnlab.data.synthetic import SyntheticRegressionDataModule
 from vnnlab.errors import BadInputError
-from vnnlab.models.losses import principal_subspace, reconstruction_mse
+from vnnlab.models.metrics import reconstruction_mse
 from vnnlab.models.reduction import PCA, Autoencoder
+from vnnlab.models.subspaces import principal_subspace
 
 STRUCTURES = ["subspace", "curve"]
 LARGE = {"input_dim": 8, "intrinsic_dim": 2, "variances": [4.0, 1.0], "noise_var": 0.05}

@@ -14,19 +14,16 @@ from vnnlab.models.layers import (
     NoiseVariance,
     ScaleMixturePrior,
 )
-from vnnlab.models.losses import (
+from vnnlab.models.metrics import coverage, kl_share, mixture_nll, squared_error
+from vnnlab.models.objectives import (
     categorical_nll,
-    coverage,
     gaussian_kl,
     gaussian_log_prob,
     gaussian_nll,
-    kl_share,
-    mixture_nll,
     negative_elbo_per_point,
     optimal_noise_variance,
     sampled_log_ratio,
     scale_mixture_log_prob,
-    squared_error,
 )
 
 

@@ -14,7 +14,7 @@ from vnnlab import CONFIG_DIR
 from vnnlab.data.synthetic import SyntheticRegressionDataModule
 from vnnlab.models.regression import Regressor
 from vnnlab.run.load import load_model
-from vnnlab.run.train import train
+from vnnlab.run.training import train
 
 # Small and quick: two epochs, no progress bar.
 QUICK = ["trainer.max_epochs=2", "trainer.enable_progress_bar=false",

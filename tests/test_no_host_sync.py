@@ -2,7 +2,7 @@
 the host (`.item()`, `if tensor`, `float(tensor)`, `.tolist()`, `.cpu()`, `.numpy()`) makes the
 host wait until the device has computed it: once per step, that serialises a GPU's queue.
 
-Checked on CPU by watching every torch call of a real fit (vnnlab.run.train with its own
+Checked on CPU by watching every torch call of a real fit (vnnlab.run.training with its own
 callbacks, Lightning's loop, the optimiser) through a TorchFunctionMode, which sees those
 reads on any device. The last batch of an epoch may read: the epoch's means are handed over
 and checked there, once."""
@@ -12,7 +12,7 @@ from pytorch_lightning import Callback
 from torch.overrides import TorchFunctionMode
 
 from helpers import FAST, composed
-from vnnlab.run.train import train
+from vnnlab.run.training import train
 
 HOST_READS = {"item", "__bool__", "__float__", "__int__", "tolist", "cpu", "numpy"}
 

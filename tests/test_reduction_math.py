@@ -8,15 +8,16 @@ import pytest
 import torch
 from torch.distributions import Bernoulli, Normal, kl_divergence
 
-from vnnlab.models.losses import (
-    active_units,
+from vnnlab.models.metrics import active_units, reconstruction_mse
+from vnnlab.models.objectives import (
     bernoulli_nll,
     importance_weighted_log_likelihood,
+    standard_normal_kl,
+)
+from vnnlab.models.subspaces import (
     largest_principal_angle,
     orthogonality_defect,
     principal_subspace,
-    reconstruction_mse,
-    standard_normal_kl,
 )
 
 

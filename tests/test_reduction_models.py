@@ -11,10 +11,10 @@ from torch.distributions import Bernoulli, Normal, kl_divergence
 from vnnlab import CONFIG_DIR
 from vnnlab.data.manifold import SyntheticManifoldDataModule
 from vnnlab.errors import BadInputError
-from vnnlab.models.losses import largest_principal_angle
 from vnnlab.models.reduction import PCA, LinearAutoencoder
+from vnnlab.models.subspaces import largest_principal_angle
 from vnnlab.models.vae import VAE, ActiveUnits
-from vnnlab.run.train import train
+from vnnlab.run.training import train
 
 
 def fitted(model, data, epochs: int, **trainer_args) -> Trainer:

@@ -2,33 +2,16 @@
 statistics come from the training split only, bad files are one line, and a trained run
 predicts new rows from its own checkpoint."""
 
-import subprocess
-
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 
-from helpers import QUICK, CommandResult, InProcessCommand
+from helpers import QUICK, CommandResult, InProcessCommand, regression_table
 from vnnlab import api
 from vnnlab.commands import predict as predict_command
 from vnnlab.data.tabular import TabularDataModule, read_table
 from vnnlab.errors import BadInputError
-
-
-def regression_table(n: int = 400, seed: int = 0) -> pd.DataFrame:
-    rng = np.random.default_rng(seed)
-    x = rng.normal(loc=[10.0, -3.0, 0.0], scale=[5.0, 0.5, 2.0], size=(n, 3))
-    y = x @ np.array([0.2, 1.0, -0.5]) + rng.normal(0, 0.1, n)
-    labels = np.where(y > np.median(y), "high", "low")
-    return pd.DataFrame({"a": x[:, 0], "b": x[:, 1], "c": x[:, 2], "y": y, "kind": labels})
-
-
-@pytest.fixture
-def csv(tmp_path):
-    path = tmp_path / "table.csv"
-    regression_table().to_csv(path, index=False, sep=";")  # the delimiter is sniffed
-    return path
 
 
 def test_csv_parquet_npy_and_npz_read_as_the_same_table(tmp_path, csv):
@@ -216,22 +199,6 @@ def test_every_model_that_makes_sense_on_a_table_trains_on_one(tmp_path, csv, mo
     result = api.run(overrides)
     metric = {"y": "test/mse", "kind": "test/acc", None: "test/recon_mse"}[target]
     assert np.isfinite(result.metrics[metric])
-
-
-@pytest.mark.slow  # a real mlflow server
-def test_predict_reads_a_run_from_a_tracking_server(cli, csv, mlflow_server):
-    overrides = ["model=mlp_regressor", "data=tabular", f"data.path={csv}", "data.target=y",
-                 "data.drop=[kind]", f"tracking.uri={mlflow_server}"]  # fmt: skip
-    trained = cli.run(*QUICK, *overrides)
-    assert trained.returncode == 0, trained.stderr[-3000:]
-    run_id = trained.stdout.split("vnnlab: run ")[1].split()[0]
-    result = subprocess.run(
-        ["vnnlab-predict", f"run_id={run_id}", f"data.path={csv}", "output=out.csv",
-         f"tracking.uri={mlflow_server}"], cwd=cli.workdir, capture_output=True, text=True,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-3000:]
-    output = pd.read_csv(cli.workdir / "out.csv")
-    assert len(output) == 400 and "y_mean" in output and "y_sd" not in output  # no density
 
 
 def scores_table(n: int = 300, seed: int = 0) -> pd.DataFrame:

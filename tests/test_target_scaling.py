@@ -12,7 +12,7 @@ import torch
 
 from helpers import QUICK, composed
 from vnnlab.run.load import load_model
-from vnnlab.run.train import train
+from vnnlab.run.training import train
 
 A, B = 50.0, 1000.0  # y' = A·y + B: a measurement in other units, far from 0
 

@@ -1,11 +1,12 @@
 """2. Framework overhead, 4. tracking overhead and 7. the hardware limit, on two workloads:
 
 - the Bernoulli VAE 784-400-20 on MNIST (Adam 1e-3, batch 128), one training epoch
-  (A) through `vnnlab.run.train.train` (Lightning, MLflow tracking and checkpoints as configured),
-  (B) through the same Trainer without an MLflow run, (C) in a plain PyTorch loop over the same
-  tensors (the data module's batches) with the same model and optimiser, and (D) in the same
-  plain loop fed by torchvision's per-item MNIST through a DataLoader (the dimension-reduction
-  issue's "2× faster" figure). Validation is off, so that every path runs the same steps.
+  (A) through `vnnlab.run.training.train` (Lightning, MLflow tracking and checkpoints as
+  configured), (B) through the same Trainer without an MLflow run, (C) in a plain PyTorch loop
+  over the same tensors (the data module's batches) with the same model and optimiser, and (D) in
+  the same plain loop fed by torchvision's per-item MNIST through a DataLoader (the
+  dimension-reduction issue's "2× faster" figure). Validation is off, so that every path runs the
+  same steps.
 - the default job (BNN regressor on synthetic data, validation every epoch): (A) against (B).
 
 Each round runs every path once, two epochs each (the first warms up), so that a change in the
@@ -41,7 +42,7 @@ from comparisons.common import (
 from comparisons.data_path import per_item_batches
 from vnnlab.run.build import build_data_and_model, build_trainer
 from vnnlab.run.console import quiet_dependencies
-from vnnlab.run.train import train
+from vnnlab.run.training import train
 from vnnlab.tracking.run import TrackedRun
 
 VAE = ["model=vae", "model.hidden=[400]", "model.latent_dim=20", "model.likelihood=bernoulli",

@@ -21,7 +21,7 @@ from pathlib import Path
 from pytorch_lightning.callbacks import Timer
 
 from comparisons.common import Row, Scale, compose_config, median_seconds, working_directory
-from vnnlab.run.train import train
+from vnnlab.run.training import train
 
 COMMAND = [sys.executable, "-m", "vnnlab"]
 ONE_BATCH = ["trainer.max_epochs=1", "trainer.limit_train_batches=1",

@@ -5,7 +5,7 @@ store), then its figures as README.md reports them, as JSON on stdout:
   counts the biases too);
 - KL/N after the first and the last epoch, the data term E_q[−log ℓ]/N and the ELBO at the end;
 - the ELBO's rise over the last 10% of epochs (least-squares line, ± its standard error: the
-  check behind the end-of-run warning, models.bnn.recent_gain);
+  check behind the end-of-run warning, inference.bbb.recent_gain);
 - with data.gap set: the mean predictive sd for x in the gap shrunk by 0.1 at each end, over
   the mean sd where training data are dense (0.3 away from the gap out to 0.1 inside the data's
   range), each on a grid of 200 points, S = predict_samples draws;
@@ -27,8 +27,8 @@ from hydra import compose, initialize_config_dir
 from mlflow.tracking import MlflowClient
 
 from vnnlab import CONFIG_DIR
-from vnnlab.models.bnn import recent_gain
-from vnnlab.run.train import train
+from vnnlab.inference.bbb import recent_gain
+from vnnlab.run.training import train
 
 
 def gap_ratio(model, gap: tuple[float, float], low: float, high: float) -> dict[str, float]:
@@ -63,7 +63,7 @@ def main(overrides: list[str]) -> dict:
         "overrides": overrides,
         "epochs": len(elbo),
         "weight_sd_median_per_layer": [
-            F.softplus(layer.weight_rho).median().item() for layer in model.net.layers
+            F.softplus(layer.weight_rho).median().item() for layer in model.inference.net.layers
         ],
         "kl_per_point_first_epoch": kl[0],
         "kl_per_point": kl[-1],

@@ -14,7 +14,7 @@ from omegaconf import OmegaConf, open_dict
 from vnnlab import CONFIG_DIR
 from vnnlab.run.context import RunContext
 from vnnlab.run.load import load_model, load_run
-from vnnlab.run.train import TrainResult, train
+from vnnlab.run.training import TrainResult, train
 
 __all__ = ["load_model", "load_run", "run"]
 

@@ -1,5 +1,6 @@
-"""`python -m vnnlab.train`: vnnlab-train, under the name DESIGN.md's contract gives it (also
-`python -m vnnlab`). Nothing imports this module; the command is vnnlab.commands.train."""
+"""`python -m vnnlab.train`, the module alias of the vnnlab-train console script (DESIGN.md's
+contract; also `python -m vnnlab`). Nothing imports this module: the console script is
+vnnlab.commands.train, the training function vnnlab.run.training.train."""
 
 from vnnlab.commands.train import main
 

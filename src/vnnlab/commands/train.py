@@ -1,4 +1,5 @@
-"""`vnnlab-train` (and `python -m vnnlab`): the Hydra command line around vnnlab.run.train.
+"""`vnnlab-train`, the console script (also `python -m vnnlab`): the Hydra command line around
+the training function, vnnlab.run.training.train.
 
 Only Hydra is imported up front, so that `--help`, `--cfg` and a bad override answer without
 loading torch, Lightning and MLflow; a job imports them when it starts (import_job_code).
@@ -24,7 +25,7 @@ from omegaconf import DictConfig
 from vnnlab import CONFIG_DIR
 from vnnlab.errors import BadInputError
 from vnnlab.run.context import RunContext
-from vnnlab.sweep import callback as sweep_callback
+from vnnlab.sweep import hydra_callback as sweep_callback
 from vnnlab.tracking.interrupts import Interrupted
 
 PROGRAM = "vnnlab-train"
@@ -61,7 +62,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 def _hydra_main(cfg: DictConfig) -> dict[str, Any] | None:
     import_job_code()  # then the job's modules, which need what it imported
     from vnnlab.run import console, ranks
-    from vnnlab.run.train import TrackingIncomplete, train
+    from vnnlab.run.training import TrackingIncomplete, train
 
     hydra_cfg = HydraConfig.get()
     if hydra_cfg.mode == RunMode.MULTIRUN:
@@ -115,7 +116,7 @@ def import_job_code() -> None:
     try:
         import mlflow.store.tracking.sqlalchemy_store  # noqa: F401  (the default SQLite store)
 
-        import vnnlab.run.train  # noqa: F401  (torch, Lightning, MLflow)
+        import vnnlab.run.training  # noqa: F401  (torch, Lightning, MLflow)
     finally:
         gc.freeze()
         gc.enable()

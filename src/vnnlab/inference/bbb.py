@@ -9,7 +9,7 @@ posterior that trusts the data more); `kl_warmup_epochs` = W ramps it as β·min
 first W epochs e = 0, 1, … (the network first fits the data, then pays for its distance to the
 prior).
 
-Logged terms, per training point (losses.negative_elbo_per_point): `elbo` is always the true
+Logged terms, per training point (objectives.negative_elbo_per_point): `elbo` is always the true
 bound (β = 1) = −(`expected_nll` + `kl`); `loss` = `expected_nll` + β_e·`kl` is what the
 optimiser minimises; `kl_weight` = β_e per epoch. At val and test the same terms come from the
 S = `predict_samples` draws that also give the predictive metrics.
@@ -47,7 +47,8 @@ from vnnlab.models.layers import (
     Prior,
     ScaleMixturePrior,
 )
-from vnnlab.models.losses import kl_share, negative_elbo_per_point
+from vnnlab.models.metrics import kl_share
+from vnnlab.models.objectives import negative_elbo_per_point
 from vnnlab.schema import NonNegative, NonNegativeInt, Positive, PositiveInt, Range
 
 KLMethod = Literal["closed_form", "monte_carlo"]

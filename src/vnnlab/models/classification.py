@@ -18,7 +18,8 @@ from vnnlab import plots
 from vnnlab.data.base import DataInfo
 from vnnlab.inference.base import NetworkSpec, PosthocData
 from vnnlab.models.layers import Activation
-from vnnlab.models.losses import categorical_nll, correct, mixture_nll
+from vnnlab.models.metrics import correct, mixture_nll
+from vnnlab.models.objectives import categorical_nll
 from vnnlab.models.optimizers import ADAM, DecayFactor, LRSchedule
 from vnnlab.models.task import MAP, TaskModule
 from vnnlab.schema import Positive, PositiveInt

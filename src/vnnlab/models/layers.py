@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vnnlab.models.losses import (
+from vnnlab.models.objectives import (
     gaussian_kl,
     gaussian_log_prob,
     optimal_noise_variance,
@@ -221,7 +221,7 @@ class NoiseVariance(nn.Module):
     - "learned": σ² = exp(s) with s a parameter of the objective, trained by gradient with the
       rest (positive by construction), starting from the value given;
     - "optimal": at every training step, the closed-form optimum given that step's residuals
-      (losses.optimal_noise_variance; Rybkin et al. 2021), held fixed in the gradient; the mean
+      (objectives.optimal_noise_variance; Rybkin et al. 2021), held fixed in the gradient; the mean
       of those optima over the last training epoch (the optimum over the epoch's residuals)
       serves evaluation and prediction.
 

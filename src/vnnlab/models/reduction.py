@@ -17,13 +17,13 @@ from vnnlab.data.base import DataInfo
 from vnnlab.errors import bad_value
 from vnnlab.models.base import VNNModule
 from vnnlab.models.layers import Activation, make_mlp
-from vnnlab.models.losses import (
+from vnnlab.models.metrics import reconstruction_mse
+from vnnlab.models.optimizers import ADAM, DecayFactor, LRSchedule
+from vnnlab.models.subspaces import (
     largest_principal_angle,
     orthogonality_defect,
     principal_subspace,
-    reconstruction_mse,
 )
-from vnnlab.models.optimizers import ADAM, DecayFactor, LRSchedule
 from vnnlab.schema import Positive, PositiveInt
 
 PREDICT_CHUNK = 4096  # rows per forward pass when a figure encodes a whole split

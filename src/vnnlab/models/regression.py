@@ -31,7 +31,8 @@ from vnnlab.data.base import DataInfo
 from vnnlab.errors import bad_value
 from vnnlab.inference.base import NetworkSpec, PosthocData
 from vnnlab.models.layers import Activation, NoiseVariance, noise_mode
-from vnnlab.models.losses import coverage, gaussian_nll, mixture_nll, squared_error
+from vnnlab.models.metrics import coverage, mixture_nll, squared_error
+from vnnlab.models.objectives import gaussian_nll
 from vnnlab.models.optimizers import ADAM, DecayFactor, LRSchedule
 from vnnlab.models.task import MAP, TaskModule
 from vnnlab.schema import Positive, PositiveInt

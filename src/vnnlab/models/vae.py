@@ -28,13 +28,13 @@ from vnnlab import plots
 from vnnlab.data.base import DataInfo
 from vnnlab.errors import bad_value
 from vnnlab.models.layers import ACTIVATIONS, Activation, NoiseVariance, make_mlp, noise_mode
-from vnnlab.models.losses import active_units as count_active_units
-from vnnlab.models.losses import (
+from vnnlab.models.metrics import active_units as count_active_units
+from vnnlab.models.metrics import reconstruction_mse
+from vnnlab.models.objectives import (
     bernoulli_nll,
     gaussian_log_prob,
     gaussian_nll,
     importance_weighted_log_likelihood,
-    reconstruction_mse,
     standard_normal_kl,
 )
 from vnnlab.models.optimizers import ADAM, DecayFactor, LRSchedule
@@ -49,7 +49,7 @@ PRIOR_SAMPLES = 40
 
 class ActiveUnits(Metric):
     """Latent dimensions whose posterior mean varies across a split (Burda et al. 2016):
-    the posterior means are gathered over the split, then counted by losses.active_units."""
+    the posterior means are gathered over the split, then counted by metrics.active_units."""
 
     def __init__(self, threshold: float = 0.01):
         super().__init__()

@@ -16,7 +16,12 @@ from vnnlab.data.base import VNNDataModule
 from vnnlab.errors import BadInputError
 from vnnlab.models.base import VNNModule
 from vnnlab.run import console
-from vnnlab.run.callbacks import DurableCheckpointIO, RandomState, SeedTheFit, StopTogether
+from vnnlab.run.lightning_callbacks import (
+    DurableCheckpointIO,
+    RandomState,
+    SeedTheFit,
+    StopTogether,
+)
 from vnnlab.run.resume import LAST_CHECKPOINT
 
 

@@ -1,7 +1,7 @@
 """A sweep's child runs as one table (markdown, CSV) and a figure of a metric against a swept
 parameter, logged to the sweep's parent run: what vnnlab-compare and the end of a multirun show.
 
-A sweep in MLflow (written by vnnlab.sweep.callback): a parent run tagged
+A sweep in MLflow (written by vnnlab.sweep.hydra_callback): a parent run tagged
 `vnnlab.sweep.role=parent`, whose tag `vnnlab.sweep.params` lists the swept keys, and one
 child run per job tagged `mlflow.parentRunId=<parent>`, with the resolved config as dotted
 params and `{stage}/{term}` metrics. A row is a dict: `run_id`, `name`, params, metrics,

@@ -15,7 +15,7 @@ from vnnlab import tags
 from vnnlab.errors import BadInputError
 from vnnlab.overrides import with_keys
 from vnnlab.run.context import RunContext, SweepJob
-from vnnlab.run.train import train
+from vnnlab.run.training import train
 from vnnlab.sweep.pruning import TrialPruning
 from vnnlab.sweep.records import JobOutcome, Sweep, sweep_dir
 

@@ -26,7 +26,8 @@ class SigtermHandler:
 
     While a Trainer runs a stage, Lightning's own SIGTERM handler (which calls this one after
     its own) has noted the signal and stops at the next batch: raising here as well could cut a
-    database write in half. `trainer_running` says when (vnnlab.run.callbacks.TrainerStops)."""
+    database write in half. `trainer_running` says when
+    (vnnlab.run.lightning_callbacks.TrainerStops)."""
 
     def __init__(self) -> None:
         self.trainer_running = False

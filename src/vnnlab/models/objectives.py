@@ -1,4 +1,6 @@
-"""The formulas, each once, with its equation beside it.
+"""The objectives, each once, with its equation beside it: log densities, KL divergences,
+negative log-likelihoods and the bounds a model minimises or reports (the ELBO, the
+importance-weighted bound).
 
 Notation (DESIGN.md, tutorial § "Variational bayesian inference"): posterior
 q_η(θ) = N(μ, diag std²) with std = softplus(ρ), prior π(θ) = N(0, s² I) or the scale
@@ -81,32 +83,6 @@ def categorical_nll(labels: Tensor, logits: Tensor) -> Tensor:
     return -log_probs.gather(-1, index).squeeze(-1)
 
 
-def mixture_nll(nll_per_sample: Tensor) -> Tensor:
-    """−log p(y | x, data) of the Monte Carlo predictive (1/S) Σ_s p(y | θ⁽ˢ⁾), per point.
-
-    nll_per_sample: (S, B) values of −log p(y | θ⁽ˢ⁾) → (B,), via logsumexp for stability.
-    """
-    n_samples = nll_per_sample.shape[0]
-    return -(torch.logsumexp(-nll_per_sample, dim=0) - math.log(n_samples))
-
-
-def squared_error(y: Tensor, mean: Tensor) -> Tensor:
-    """‖y − ŷ‖² per point: y, mean (..., B, q) → (..., B). Its mean over points is the MSE."""
-    return ((y - mean) ** 2).sum(dim=-1)
-
-
-def correct(labels: Tensor, scores: Tensor) -> Tensor:
-    """1.0 where the highest score (probability or logit) is the label's: (B, K) → (B,).
-    Its mean over points is the accuracy."""
-    return (scores.argmax(dim=-1) == labels).to(scores.dtype)
-
-
-def coverage(y: Tensor, mean: Tensor, var: Tensor, z: float = 1.959964) -> Tensor:
-    """Per point, the fraction of its q targets inside mean ± z·sd (z = 1.96: the central 95%
-    interval of a Gaussian predictive); (B, q) → (B,). Its mean over points is coverage95."""
-    return ((y - mean).abs() <= z * var.sqrt()).float().mean(dim=-1)
-
-
 def negative_elbo_per_point(nll: Tensor, kl: Tensor, n_train: int) -> dict[str, Tensor]:
     """F̂(η)/N from a minibatch: the ELBO's terms per training point, one value per point.
 
@@ -124,18 +100,8 @@ def negative_elbo_per_point(nll: Tensor, kl: Tensor, n_train: int) -> dict[str, 
     return {"loss": loss, "elbo": -loss, "expected_nll": expected_nll, "kl": kl_per_point}
 
 
-def kl_share(kl: Tensor, data_term: Tensor) -> Tensor:
-    """How much of the loss KL/N + E_q[−log ℓ]/N is the KL: KL / (KL + |data term|) ∈ [0, 1].
-
-    The data term of a Gaussian likelihood can be negative (−log N(y; f, σ²) < 0 when σ² is
-    small), so its magnitude is taken; for a data term ≥ 0 this is KL / loss. Near 1, the
-    posterior is still paying for its distance to the prior rather than fitting the data.
-    """
-    return kl / (kl + data_term.abs())
-
-
 # ---------------------------------------------------------------------------------------------
-# Dimension reduction: autoencoders, PCA, VAE.
+# Dimension reduction: autoencoders and the VAE.
 # Notation (tutorial § "Variational (probabilistic) autoencoder"): inputs x ∈ ℝⁿ, latent z ∈ ℝᵐ,
 # prior p(z) = N(0, I_m), encoder q(z | x) = N(g(x), diag h(x)²), decoder d_θ: ℝᵐ → ℝⁿ.
 # ---------------------------------------------------------------------------------------------
@@ -169,77 +135,3 @@ def importance_weighted_log_likelihood(log_joint: Tensor, log_q: Tensor) -> Tens
     """
     n_samples = log_joint.shape[0]
     return torch.logsumexp(log_joint - log_q, dim=0) - math.log(n_samples)
-
-
-def reconstruction_mse(x: Tensor, x_hat: Tensor) -> Tensor:
-    """(1/n) ‖x − x̂‖² per point: x (B, n), x_hat (..., B, n) → (..., B).
-
-    Its mean over examples is the mean squared error per input element (pixel).
-    """
-    return ((x - x_hat) ** 2).mean(dim=-1)
-
-
-def _centred_covariance(x: Tensor, mean: Tensor, chunk_rows: int = 8192) -> Tensor:
-    """S = (1/N) Σ_i (xᵢ − x̄)(xᵢ − x̄)ᵀ in float64: x (N, n), mean (n,) float64 → (n, n).
-
-    Accumulated a chunk of rows at a time: a float64 copy of MNIST's 55000 × 784 training set
-    alone would take 345 MB.
-    """
-    covariance = torch.zeros(x.shape[1], x.shape[1], dtype=torch.float64, device=x.device)
-    for start in range(0, len(x), chunk_rows):
-        centred = x[start : start + chunk_rows].double() - mean  # (chunk, n)
-        covariance += centred.T @ centred
-    return covariance / len(x)
-
-
-def principal_subspace(x: Tensor, m: int) -> tuple[Tensor, Tensor, Tensor]:
-    """Centred PCA of the rows of x (N, n): the m leading eigenvectors of the sample covariance.
-
-    Returns (mean (n,), components W (n, m), variances (n,)): W has orthonormal columns ordered
-    by decreasing variance, each signed so that its entry of largest magnitude is positive;
-    variances are all n eigenvalues of S = (1/N) Σ_i (xᵢ − x̄)(xᵢ − x̄)ᵀ, decreasing (round-off
-    below zero clipped). W maximises Σ_i ‖Wᵀ(xᵢ − x̄)‖² over WᵀW = I_m, so x̂ = x̄ + WWᵀ(x − x̄)
-    minimises Σ_i ‖xᵢ − x̂ᵢ‖² among rank-m reconstructions, and its reconstruction MSE per
-    element on this training set is sum(variances[m:]) / n. Computed in float64 (eigh of S),
-    returned in x's dtype; m ≤ n.
-    """
-    mean = x.sum(dim=0, dtype=torch.float64) / len(x)
-    eigenvalues, eigenvectors = torch.linalg.eigh(_centred_covariance(x, mean))  # ascending
-    variances = eigenvalues.flip(0).clamp_min(0)
-    components = eigenvectors.flip(1)[:, :m]  # (n, m)
-    largest = components.abs().argmax(dim=0, keepdim=True)  # (1, m)
-    components = components * components.gather(0, largest).sign()
-    return mean.to(x.dtype), components.to(x.dtype), variances.to(x.dtype)
-
-
-def largest_principal_angle(a: Tensor, b: Tensor) -> Tensor:
-    """The largest principal angle θ_max between the column spaces of a (n, m) and b (n, m'),
-    in degrees; both of full column rank.
-
-    With orthonormal bases Q_a, Q_b (QR) and m' ≤ m (else the roles swap), the singular values
-    of Q_aᵀ Q_b are cos θ_i and those of (I − Q_a Q_aᵀ) Q_b are sin θ_i, i = 1..m'. θ_max =
-    atan2(max sin θ_i, min cos θ_i) keeps full precision at both ends: arccos alone loses
-    angles below ~1e-6 rad, arcsin alone those near 90°. Computed in float64.
-    """
-    if b.shape[1] > a.shape[1]:
-        a, b = b, a
-    basis_a = torch.linalg.qr(a.double()).Q  # (n, m)
-    basis_b = torch.linalg.qr(b.double()).Q  # (n, m')
-    overlap = basis_a.T @ basis_b  # (m, m')
-    residual = basis_b - basis_a @ overlap  # (n, m'): the part of span(b) outside span(a)
-    largest_sine = torch.linalg.matrix_norm(residual, ord=2)
-    smallest_cosine = torch.linalg.svdvals(overlap).min()
-    return torch.rad2deg(torch.atan2(largest_sine, smallest_cosine))
-
-
-def orthogonality_defect(w: Tensor) -> Tensor:
-    """‖WᵀW − I_m‖_F for w (n, m): zero exactly when the columns are orthonormal (PCA's W)."""
-    identity = torch.eye(w.shape[1], dtype=w.dtype, device=w.device)
-    return torch.linalg.matrix_norm(w.T @ w - identity)
-
-
-def active_units(posterior_means: Tensor, threshold: float = 0.01) -> Tensor:
-    """#{j : Var_x(μ_j(x)) > threshold}, the latent dimensions the encoder uses (Burda et al.
-    2016): posterior_means (N, m) → a float scalar; variance over the N points with divisor N."""
-    variance = posterior_means.var(dim=0, correction=0)  # (m,)
-    return (variance > threshold).sum().to(posterior_means.dtype)

@@ -17,7 +17,7 @@ from idx_files import write_mnist
 
 pytestmark = pytest.mark.slow  # the suite's own process, which starts more (start-up, sweeps)
 
-SUITE = Path(__file__).parents[1] / "benchmarks" / "suite.py"
+SUITE = Path(__file__).parents[2] / "benchmarks" / "suite.py"
 COMPARISONS = ("data path", "framework overhead", "tracking: VAE", "tracking: default BNN",
                "VAE epoch: plain loop on per-item",
                "hardware limit", "MC cost: weights", "MC cost: local_reparam",

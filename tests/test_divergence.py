@@ -11,7 +11,7 @@ from pytorch_lightning import Callback
 
 from helpers import QUICK, composed
 from vnnlab.models.base import NonFiniteLossError
-from vnnlab.run.train import train
+from vnnlab.run.training import train
 
 STEPS_PER_EPOCH = 4  # 128 training points in batches of 32
 

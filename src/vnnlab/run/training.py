@@ -1,4 +1,5 @@
-"""Training one model on one data set: config → validate → instantiate → fit → test → log.
+"""train(cfg, context), the function that trains one run: config → validate → instantiate → fit →
+test → log, one model on one data set.
 
 `train(cfg, context)` is a plain function: the command line (vnnlab.commands.train), a sweep's
 job (vnnlab.sweep.job), a notebook (vnnlab.api) and the tests call it with a composed config
@@ -21,8 +22,8 @@ from vnnlab.models.base import VNNModule
 from vnnlab.overrides import override_key
 from vnnlab.run import console, ranks, resume
 from vnnlab.run.build import build_data_and_model, build_trainer
-from vnnlab.run.callbacks import TrainerStops
 from vnnlab.run.context import RunContext
+from vnnlab.run.lightning_callbacks import TrainerStops
 from vnnlab.run.resume import LAST_CHECKPOINT
 from vnnlab.tracking.logger import RunLogger
 from vnnlab.tracking.run import TrackedRun, flatten, git_tags, tracked_run

@@ -1,7 +1,7 @@
 """Multiruns for real: `vnnlab-train -m` processes with Hydra's launchers that start processes
 (joblib, submitit), into a fresh SQLite store or a real `mlflow server` on 127.0.0.1, checked
 through MLflow's client and REST; and a sweep stopped by SIGTERM. (Sweeps with the basic
-launcher run in-process in test_cli.py.)"""
+launcher run in-process in tests/test_cli.py.)"""
 
 import json
 import signal
