@@ -65,3 +65,15 @@ def test_failed_runs_are_never_best_and_a_long_table_is_cut_to_fit_a_tag():
     text = description(rows, best, Objective())
     assert len(text) <= 8000 and text.endswith("more rows in the artifact comparison.md.")
     assert description([rows[0]], None, Objective()).startswith("**No finished run has val/loss**")
+
+
+def test_a_sweep_over_inference_methods_picks_its_best_by_the_predictive_nll(command):
+    """The children's losses are different quantities (the ensemble's sums its members'):
+    the parent chooses by val/nll, which every method reports alike."""
+    result = command.run("-m", *SMALL, "inference=map,mc_dropout")
+    assert result.returncode == 0, result.stderr[-3000:]
+    parent, children = parent_and_children(command)
+    best = min(children, key=lambda child: child.data.metrics["val/nll"])
+    assert parent.data.tags["vnnlab.sweep.objective"] == "val/nll (minimize)"
+    assert parent.data.tags["vnnlab.sweep.best_run"] == best.info.run_id
+    assert "best by val/nll (minimize)" in result.stdout

@@ -7,6 +7,7 @@ cannot drift apart. MLflow's own tags (`mlflow.*`) are those its UI reads.
 # --- a run ------------------------------------------------------------------------------------
 MODEL = "vnnlab.model"  # the config group chosen: model=<name>
 INFERENCE = "vnnlab.inference"  # inference=<name>, for a model that takes one
+OPTIMIZER = "vnnlab.optimizer"  # optimizer=<name>
 DATA = "vnnlab.data"  # data=<name>
 GROUP_PREFIX = "vnnlab."  # vnnlab.<group>: the choice of any config group
 OVERRIDES = "hydra.overrides"  # the command line's overrides, beside model= and data=

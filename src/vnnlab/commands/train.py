@@ -100,7 +100,9 @@ def run_context(hydra_cfg: DictConfig) -> RunContext:
         output_dir=Path(hydra_cfg.runtime.output_dir),
         overrides=tuple(hydra_cfg.overrides.task),
         choices={
-            group: choices[group] for group in ("model", "inference", "data") if choices.get(group)
+            group: choices[group]
+            for group in ("model", "inference", "optimizer", "data")
+            if choices.get(group)
         },  # fmt: skip
     )
 

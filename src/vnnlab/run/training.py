@@ -262,6 +262,8 @@ def _name_and_tags(
     inference = context.choices.get("inference")
     if inference:
         run_tags[tags.INFERENCE] = inference
+    if context.choices.get("optimizer"):
+        run_tags[tags.OPTIMIZER] = context.choices["optimizer"]
     fitted = f"{model_name}-{inference}" if inference else model_name
     name = " ".join([f"{fitted}-{data_name}", *overrides])
     sweep = context.sweep

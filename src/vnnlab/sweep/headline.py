@@ -7,14 +7,17 @@ in the same columns as its runs.
 
 The best child is the best FINISHED one by the sweep's objective: the Optuna sweeper's
 (`hydra.sweeper.objective` and `direction`) when there is one, else val/loss minimised (the
-sweeper's default too: a choice made on validation data, not on the test set it reports).
+sweeper's default too: a choice made on validation data, not on the test set it reports) or,
+when the children were fitted by different inference methods or are different models (whose
+losses are different quantities: a deep ensemble's sums its members'), val/nll minimised, the
+predictive's negative log-likelihood, one quantity for every method.
 """
 
 import time
 from dataclasses import dataclass
 from typing import Any
 
-from mlflow.entities import Metric, RunTag
+from mlflow.entities import Metric, Run, RunTag
 from mlflow.tracking import MlflowClient
 from mlflow.utils.validation import MAX_TAG_VAL_LENGTH
 from omegaconf import DictConfig, OmegaConf
@@ -37,6 +40,7 @@ class Objective:
 
     metric: str = "val/loss"
     direction: str = "minimize"  # minimize | maximize
+    chosen: bool = False  # set by the sweeper's config; else the default, which may adapt
 
     @classmethod
     def of(cls, config: DictConfig) -> "Objective":
@@ -45,7 +49,18 @@ class Objective:
         if not metric:
             return cls()
         direction = OmegaConf.select(config, "hydra.sweeper.direction", default=None)
-        return cls(str(metric), str(direction or "minimize"))
+        return cls(str(metric), str(direction or "minimize"), chosen=True)
+
+    def for_children(self, children: list[Run]) -> "Objective":
+        """The default becomes val/nll when the children's losses are different quantities
+        (several models or inference methods) and every child that finished logged val/nll."""
+        if self.chosen:
+            return self
+        fitted = {(c.data.tags.get(tags.MODEL), c.data.tags.get(tags.INFERENCE)) for c in children}
+        finished = [c for c in children if c.info.status == "FINISHED"]
+        if len(fitted) > 1 and finished and all("val/nll" in c.data.metrics for c in finished):
+            return Objective("val/nll")
+        return self
 
     def __str__(self) -> str:
         return f"{self.metric} ({self.direction})"
@@ -97,12 +112,16 @@ def description(
     return text
 
 
-def publish(tracking_uri: str, parent_run_id: str, objective: Objective) -> dict[str, Any] | None:
+def publish(
+    tracking_uri: str, parent_run_id: str, objective: Objective
+) -> tuple[dict[str, Any] | None, Objective]:
     """Write the description, the best child's headline metrics and its id to the parent
-    (one request); the best row, or None when no child finished with the objective."""
+    (one request); the best row (None when no child finished with the objective) and the
+    objective it was chosen by."""
     client = MlflowClient(tracking_uri)
     parent = client.get_run(parent_run_id)
     children = child_runs(client, parent)
+    objective = objective.for_children(children)
     rows = table_of(children, swept_parameters(parent, children), also=[objective.metric])
     best = best_row(rows, objective)
     run_tags = [
@@ -120,4 +139,4 @@ def publish(tracking_uri: str, parent_run_id: str, objective: Objective) -> dict
             RunTag(tags.SWEEP_BEST, best["name"]),
         ]
     client.log_batch(parent_run_id, metrics=metrics, tags=run_tags)
-    return best
+    return best, objective

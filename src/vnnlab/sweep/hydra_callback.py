@@ -100,8 +100,7 @@ def _report(sweep: Sweep, config: DictConfig) -> None:
         from vnnlab.sweep.headline import Objective, publish
 
         print(report_sweep(sweep.tracking_uri, sweep.parent_run_id), flush=True)
-        objective = Objective.of(config)
-        best = publish(sweep.tracking_uri, sweep.parent_run_id, objective)
+        best, objective = publish(sweep.tracking_uri, sweep.parent_run_id, Objective.of(config))
         if best is not None:
             value = best[objective.metric]
             print(f"best by {objective}: [{best['name']}] {value:.6g}, run {best['run_id']}")
