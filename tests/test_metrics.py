@@ -82,7 +82,7 @@ def test_bnn_validation_and_test_report_the_same_predictive_quantities():
     trainer.test(model, dataloaders=data, verbose=False)
     test = {k.split("/")[1]: v.item() for k, v in trainer.callback_metrics.items()}
     assert set(val) == set(test) == {
-        "nll", "mse", "rmse", "coverage95", "loss", "elbo", "expected_nll", "kl",
+        "nll", "mse", "rmse", "coverage95", "sigma2", "loss", "elbo", "expected_nll", "kl",
     }  # fmt: skip
     assert val == pytest.approx(test)  # the same data and draws give the same numbers
     assert val["nll"] < val["expected_nll"]  # Jensen: −log E_q p < E_q −log p
