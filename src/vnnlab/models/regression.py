@@ -6,7 +6,9 @@ target's units. Noise:
 - homoscedastic: one σ² for every point, fixed (`sigma2`); with `learn_sigma2=true` a parameter
   of the objective started at `sigma2` and learned at lr × `sigma2_lr_scale`; with
   `learn_sigma2=optimal` the objective's closed-form optimum given the step's residuals under
-  the current fit, E‖y − f‖²/q (an empirical-Bayes update; layers.NoiseVariance);
+  the current fit, E‖y − f‖²/q (an empirical-Bayes update; layers.NoiseVariance). Which of
+  these finds the noise from any start, per method: experiments/learned_sigma2 (Laplace's
+  marginal likelihood does; BBB's ELBO counts its posterior's spread as noise);
 - heteroscedastic: the network outputs a mean and a variance per target,
   σ²(x) = s² · (softplus(v(x)) + MIN_VARIANCE), s the target's scale (Nix & Weigend 1994; the
   deep ensemble's members, Lakshminarayanan et al. 2017);

@@ -30,14 +30,15 @@ def make_method(config: Mapping[str, Any]) -> InferenceMethod:
 
 
 class TaskModule(VNNModule):
-    """A supervised model: `self.inference` fits it. Subclasses implement `nll(y, outputs)`
-    (−log p(y | outputs) per draw, (S, B)), `training_extras`, `evaluate` and the figures."""
+    """A supervised model: `self.inference` fits it. Subclasses implement `training_terms`
+    (the method's training outputs through the task's likelihood into the method's objective),
+    `evaluate` (the method's predictive draws into the task's metrics), `posthoc_data` and
+    `task_figures`."""
 
     def __init__(self, inference: Mapping[str, Any], spec: NetworkSpec, **optimisation: Any):
         super().__init__(**optimisation)
         self.inference = make_method(inference)
         self.inference.build(spec)
-        self.automatic_optimization = True
 
     @classmethod
     def check_inference(
