@@ -39,7 +39,7 @@ def kl_share_of_the_step(lr: float) -> float:
     command draws them; each parameter group at its own lr): what a per-process N (half the
     global) would add to the step."""
     _, model = build_data_and_model(composed(*ONE_STEP))
-    (model.net.kl("closed_form") / model.n_train).backward()
+    (model.inference.net.kl("closed_form") / model.inference.n_train).backward()
     return max(
         lr * group.get("lr_scale", 1.0) * param.grad.abs().max().item()
         for group in model.parameter_groups()

@@ -23,4 +23,4 @@ def test_predict_reads_a_run_from_a_tracking_server(cli, csv, mlflow_server):
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     output = pd.read_csv(cli.workdir / "out.csv")
-    assert len(output) == 400 and "y_mean" in output and "y_sd" not in output  # no density
+    assert len(output) == 400 and "y_mean" in output and "y_sd" in output  # the MAP: N(f(x), σ²)
