@@ -12,7 +12,7 @@ from vnnlab.inference.bbb import BayesByBackprop, warmed_kl_weight
 from vnnlab.inference.ensemble import Ensemble
 from vnnlab.inference.mc_dropout import MCDropout
 from vnnlab.models.classification import Classifier
-from vnnlab.models.layers import BayesLinear
+from vnnlab.models.layers import BayesLinear, make_mlp
 from vnnlab.models.regression import Regressor
 
 
@@ -41,9 +41,20 @@ def test_the_ensemble_classifier_nll_is_the_mixture_of_its_members():
     assert torch.allclose(values["nll"], -mixture.log_prob(labels), atol=1e-5)
 
 
+def test_the_vectorised_members_are_k_separate_networks():
+    """Member k's draw is what a plain network with member k's weights computes."""
+    torch.manual_seed(7)
+    model = task_model(Regressor, Ensemble, 3, 1, 100, hidden=[6, 5], members=3)
+    method, x = model.inference, torch.randn(9, 3)
+    draws = method.predictive_outputs(x)  # (K, B, 2)
+    for k in range(3):
+        member = make_mlp(3, [6, 5], 2, "tanh")
+        member.load_state_dict({name: p[k] for name, p in zip(method.names, method.stacked)})
+        torch.testing.assert_close(draws[k], member(x))
+
+
 def test_each_member_starts_from_its_own_weights_and_learns_from_its_own_loss():
     torch.manual_seed(2)
-    method = Ensemble(members=3)
     model = task_model(Regressor, Ensemble, 1, 1, 100, hidden=[4], members=3)
     method = model.inference
     first_layer = method.stacked[0]  # (K, 4, 1)
