@@ -48,7 +48,7 @@ from vnnlab.models.layers import (
     ScaleMixturePrior,
 )
 from vnnlab.models.metrics import kl_share
-from vnnlab.models.objectives import negative_elbo_per_point
+from vnnlab.models.objectives import negative_elbo_per_point, warmed_kl_weight
 from vnnlab.schema import NonNegative, NonNegativeInt, Positive, PositiveInt, Range
 
 KLMethod = Literal["closed_form", "monte_carlo"]
@@ -85,13 +85,6 @@ def make_prior(prior: str, prior_std: float, prior_pi: float, prior_sigma1: floa
     if prior == "scale_mixture":
         return ScaleMixturePrior(prior_pi, prior_sigma1, prior_sigma2)
     return GaussianPrior(prior_std)
-
-
-def warmed_kl_weight(kl_weight: float, warmup_epochs: int, epoch: int) -> float:
-    """β_e = β·min(1, e / W) for epoch e (0-based) of a warm-up over W epochs; β when W = 0."""
-    if warmup_epochs == 0:
-        return kl_weight
-    return kl_weight * min(1.0, epoch / warmup_epochs)
 
 
 class BayesByBackprop(InferenceMethod):

@@ -83,6 +83,16 @@ def categorical_nll(labels: Tensor, logits: Tensor) -> Tensor:
     return -log_probs.gather(-1, index).squeeze(-1)
 
 
+def warmed_kl_weight(kl_weight: float, warmup_epochs: int, epoch: int) -> float:
+    """β_e = β·min(1, e / W) for epoch e (0-based) of a warm-up over W epochs; β when W = 0.
+
+    The tempered objective E_q[−log ℓ] + β_e KL: a network first fits the data, then pays for
+    its distance to the prior (Bowman et al. 2016; Sønderby et al. 2016 for the VAE)."""
+    if warmup_epochs == 0:
+        return kl_weight
+    return kl_weight * min(1.0, epoch / warmup_epochs)
+
+
 def negative_elbo_per_point(nll: Tensor, kl: Tensor, n_train: int) -> dict[str, Tensor]:
     """F̂(η)/N from a minibatch: the ELBO's terms per training point, one value per point.
 
@@ -135,3 +145,63 @@ def importance_weighted_log_likelihood(log_joint: Tensor, log_q: Tensor) -> Tens
     """
     n_samples = log_joint.shape[0]
     return torch.logsumexp(log_joint - log_q, dim=0) - math.log(n_samples)
+
+
+def linear_gaussian_expected_nll(
+    x: Tensor, mean: Tensor, var: Tensor, weight: Tensor, bias: Tensor, sigma2: Tensor | float
+) -> Tensor:
+    """E_{z ~ N(mean, diag var)}[−log N(x; W z + μ, σ² I)] in closed form, per example: the
+    reconstruction term of a linear Gaussian decoder, with no Monte Carlo draw.
+
+    With z = mean + ε, E[ε] = 0, Cov ε = diag var: E‖x − Wz − μ‖² = ‖x − W mean − μ‖² +
+    Σ_j var_j ‖w_j‖², so the term is that over 2σ² plus (n/2) log 2πσ².
+    x: (B, n), mean, var: (B, m) or (m,), weight W: (n, m), bias μ: (n,) → (B,).
+    """
+    n = x.shape[-1]
+    sigma2 = torch.as_tensor(sigma2, dtype=x.dtype, device=x.device)
+    residual = x - mean @ weight.T - bias  # (B, n)
+    spread = (var * (weight**2).sum(dim=0)).sum(dim=-1)  # Σ_j var_j ‖w_j‖²
+    squared = (residual**2).sum(dim=-1) + spread
+    return squared / (2 * sigma2) + 0.5 * n * (LOG_2PI + torch.log(sigma2))
+
+
+def linear_gaussian_log_marginal(
+    x: Tensor, weight: Tensor, bias: Tensor, sigma2: Tensor | float
+) -> Tensor:
+    """log p(x) of probabilistic PCA (Tipping & Bishop 1999): z ~ N(0, I_m), x | z ~ N(Wz + μ,
+    σ² I_n), so x ~ N(μ, C) with C = W Wᵀ + σ² I_n and
+    log p(x) = −½ [n log 2π + log |C| + (x − μ)ᵀ C⁻¹ (x − μ)], by a Cholesky factor of C.
+    x: (B, n), weight W: (n, m), bias μ: (n,) → (B,).
+    """
+    n = x.shape[-1]
+    eye = torch.eye(n, dtype=weight.dtype, device=weight.device)
+    factor = torch.linalg.cholesky(weight @ weight.T + sigma2 * eye)  # C = L Lᵀ
+    whitened = torch.linalg.solve_triangular(factor, (x - bias).T, upper=False)  # L⁻¹(x − μ)
+    log_det = 2 * factor.diagonal().log().sum()
+    return -0.5 * (n * LOG_2PI + log_det + (whitened**2).sum(dim=0))
+
+
+def ppca_noise_variance(variances: Tensor, latent_dim: int) -> Tensor:
+    """Probabilistic PCA's maximum-likelihood noise variance (Tipping & Bishop 1999, eq. 8)
+    from λ₁ ≥ … ≥ λ_n, the eigenvalues of the sample covariance S = (1/N) Σ_i (xᵢ − x̄)(xᵢ − x̄)ᵀ:
+    σ²_ML = (1/(n − q)) Σ_{j>q} λ_j, the mean of the n − q discarded eigenvalues (q = latent_dim).
+    """
+    return variances[latent_dim:].mean()
+
+
+def ppca_max_log_likelihood(variances: Tensor, latent_dim: int, sigma2: Tensor | float) -> Tensor:
+    """The largest mean log-likelihood (1/N) Σ_i log N(xᵢ; μ, W Wᵀ + σ² I) over μ and W (n, q)
+    for a given σ², from the sample covariance's eigenvalues λ₁ ≥ … ≥ λ_n (Tipping & Bishop
+    1999, eq. 7 and appendix A): μ = x̄ and W = U_q (K_q − σ² I)^{1/2} R with K_jj = max(λ_j, σ²),
+    so a column with λ_j ≤ σ² is zero (that latent collapses). C = W Wᵀ + σ² I has eigenvalues
+    c_j = max(λ_j, σ²) for j ≤ q and σ² for j > q, and
+
+    L/N = −½ Σ_j [log 2π + log c_j + λ_j / c_j].
+
+    At σ² = σ²_ML (ppca_noise_variance) every λ_j ≥ σ² for j ≤ q and Σ_j λ_j / c_j = n:
+    L/N = −½ [n log 2π + Σ_{j≤q} log λ_j + (n − q) log σ²_ML + n]. → a 0-d tensor.
+    """
+    floor = torch.full_like(variances, float(sigma2))
+    kept = torch.arange(len(variances), device=variances.device) < latent_dim
+    c = torch.where(kept, torch.maximum(variances, floor), floor)
+    return -0.5 * (LOG_2PI + c.log() + variances / c).sum()
