@@ -149,6 +149,17 @@ CASES = {
         VAE_METRICS,
         REDUCTION_FIGURES | {"traversal.png", "prior_samples.png"},
     ),
+    "vae-binarized_mnist-iwae-warmup": (
+        ["model=vae", "model.likelihood=bernoulli", "model.latent_dim=2", "model.is_samples=8",
+         "model.objective=iwae", "model.mc_samples=3", "data.binarize=dynamic", *TINY_MNIST],
+        VAE_METRICS | {"train/iwae_bound", "test/iwae_bound"},
+        REDUCTION_FIGURES | {"traversal.png", "prior_samples.png"},
+    ),
+    "linear_vae-manifold": (
+        ["model=linear_vae", *SMALL_MANIFOLD],
+        RECONSTRUCTION | {"test/log_likelihood", "test/ppca_sigma2", "test/ppca_log_likelihood"},
+        REDUCTION_FIGURES,
+    ),
 }  # fmt: skip
 
 
