@@ -157,7 +157,8 @@ CASES = {
     ),
     "linear_vae-manifold": (
         ["model=linear_vae", *SMALL_MANIFOLD],
-        RECONSTRUCTION | {"test/log_likelihood", "test/ppca_sigma2", "test/ppca_log_likelihood"},
+        VAE_TERMS | {"val/recon_mse", "test/recon_mse", "test/log_likelihood", "test/ppca_sigma2",
+                     "test/ppca_log_likelihood"},
         REDUCTION_FIGURES,
     ),
 }  # fmt: skip
