@@ -49,7 +49,8 @@ def test_the_vectorised_members_are_k_separate_networks():
     draws = method.predictive_outputs(x)  # (K, B, 2)
     for k in range(3):
         member = make_mlp(3, [6, 5], 2, "tanh")
-        member.load_state_dict({name: p[k] for name, p in zip(method.names, method.stacked)})
+        stacked = zip(method.names, method.stacked, strict=True)
+        member.load_state_dict({name: p[k] for name, p in stacked})
         torch.testing.assert_close(draws[k], member(x))
 
 
