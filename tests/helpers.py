@@ -300,3 +300,15 @@ def task_model(task: type, method: type, *dims: int, **knobs):
     inference |= {key: value for key, value in knobs.items() if key in method_keys}
     own = {key: value for key, value in knobs.items() if key not in method_keys}
     return task(*dims, inference=inference, **own)
+
+
+def split_table(path, n_splits=3, n=120):
+    """y = x₁ − 2 x₂ + noise, with one train/val/test column per split (seeded shuffles)."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(n, 2))
+    table = pd.DataFrame({"x1": x[:, 0], "x2": x[:, 1]})
+    table["y"] = x[:, 0] - 2 * x[:, 1] + rng.normal(0, 0.1, n)
+    for split in range(n_splits):
+        names = np.array(["train"] * 80 + ["val"] * 20 + ["test"] * 20)
+        table[f"split_{split}"] = rng.permutation(names)
+    table.to_csv(path, index=False)

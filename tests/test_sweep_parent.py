@@ -3,9 +3,12 @@ comparison table, best first, and it carries the best child's headline metrics a
 the MLflow UI's run list shows them (read back through MlflowClient). Sweeps run in this
 process with Hydra's basic launcher."""
 
+import math
+import statistics
+
 import pytest
 
-from helpers import FAST
+from helpers import FAST, split_table
 from vnnlab.sweep.headline import Objective, best_row, description
 
 SMALL = [*FAST, "data.n_train=100"]
@@ -77,3 +80,36 @@ def test_a_sweep_over_inference_methods_picks_its_best_by_the_predictive_nll(com
     assert parent.data.tags["vnnlab.sweep.objective"] == "val/nll (minimize)"
     assert parent.data.tags["vnnlab.sweep.best_run"] == best.info.run_id
     assert "best by val/nll (minimize)" in result.stdout
+
+
+def test_a_sweep_over_splits_is_a_study_whose_parent_shows_its_means(command, tmp_path):
+    """Over repeated splits the best split is no result: the parent is named after what was
+    swept, its description is the summary (mean ± s.e. per method) and its metrics are the
+    best method's means, with their standard errors beside them."""
+    split_table(tmp_path / "table.csv")
+    result = command.run(
+        "-m", *FAST[:2], "model=regressor", "data=tabular", "data.path=table.csv",
+        "data.target=y", "data.split_column=split_0,split_1,split_2", "inference=map,mc_dropout",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    parent, children = parent_and_children(command)
+    assert parent.info.run_name == "tabular: inference × 3 splits"
+    by_method: dict[str, list] = {}
+    for child in children:
+        by_method.setdefault(child.data.tags["vnnlab.inference"], []).append(child)
+    assert sorted(len(runs) for runs in by_method.values()) == [3, 3]
+    mean_val = {m: statistics.fmean(c.data.metrics["val/nll"] for c in runs)
+                for m, runs in by_method.items()}  # fmt: skip
+    best = min(mean_val, key=mean_val.get)
+    values = [child.data.metrics["test/nll"] for child in by_method[best]]
+    assert parent.data.metrics["test/nll"] == pytest.approx(statistics.fmean(values))
+    se = statistics.stdev(values) / math.sqrt(3)
+    assert parent.data.metrics["test/nll_se"] == pytest.approx(se)
+    assert parent.data.metrics["val/nll"] == pytest.approx(mean_val[best])
+    assert parent.data.tags["vnnlab.sweep.best"] == f"inference={best}"
+    note = parent.data.tags["mlflow.note.content"]
+    assert note.startswith("**Mean ± s.e. over 3 splits** (6 of 6 runs finished)")
+    table = note.split("\n\n", 1)[1].splitlines()
+    assert table[0].startswith("| inference | n | val/nll |") and len(table) == 4
+    assert table[2].startswith(f"| {best} | 3 |")  # best mean first
+    assert "best mean val/nll (minimize): [inference=" in result.stdout

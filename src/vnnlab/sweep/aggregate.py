@@ -7,6 +7,8 @@ run, params and metrics by name). Two questions:
 - `--over data.split_column --select val/nll`: per split, the row with the best validation
   metric; then mean ± s.e. of each test metric over the chosen rows (one line);
 - `--over seed`: per setting of the other swept keys, mean ± s.e. over seeds (one line each).
+A sweep over one of REPEATED's keys is such a study from the start: its parent run is named
+after it and shows the second summary (vnnlab.sweep.headline).
 """
 
 import math
@@ -22,6 +24,22 @@ from mlflow.tracking import MlflowClient
 
 from vnnlab.errors import BadInputError
 from vnnlab.sweep.compare import csv_text, is_number, to_markdown
+
+# Keys whose values repeat one experiment (a study's mean ± s.e. is over them), and what
+# their values are called in a parent run's name.
+REPEATED = {"data.split_column": "splits", "seed": "seeds"}
+
+
+def repeated_key(swept: Sequence[str]) -> str | None:
+    """The key of REPEATED that a sweep sweeps, if any."""
+    return next((key for key in REPEATED if key in swept), None)
+
+
+def study_name(label: str, swept: Sequence[str], over: str, n_values: int) -> str:
+    """`uci_regression: inference × model.sigma2 × 20 splits`: what the study varies (a config
+    group by its name, a key in full) and over how many repeats."""
+    varied = [key for key in swept if key != over]
+    return f"{label}: " + " × ".join([*varied, f"{n_values} {REPEATED[over]}"])
 
 
 @dataclass(frozen=True)
@@ -132,12 +150,22 @@ def summary_figure(summary: Sequence[dict[str, Any]], metric: str, x: str | None
 SUMMARY_MD, SUMMARY_CSV, SUMMARY_PNG = "summary.md", "summary.csv", "summary.png"
 
 
+def headline_of(summary_row: dict[str, Any]) -> dict[str, float]:
+    """A summary row as a parent run's metrics: `<metric>` its mean over the repeats (the
+    column the run list shows) and `<metric>_se` its standard error; finite values only."""
+    values: dict[str, float] = {}
+    for key, value in summary_row.items():
+        if isinstance(value, Estimate):
+            values |= {key: value.mean, f"{key}_se": value.se}
+    return {key: value for key, value in values.items() if math.isfinite(value)}
+
+
 def log_summary(
     client: MlflowClient, parent_run_id: str, summary: list[dict[str, Any]], x: str | None
 ) -> list[str]:
     """summary.md, summary.csv and summary.png to the sweep's parent run (returned: what was
     logged); a single summary row (hyper-parameters selected per split) also as the parent's
-    metrics `<metric>_mean` and `<metric>_se`, so that the run list shows the study's result."""
+    headline metrics (headline_of), so that the run list shows the study's result."""
     client.log_text(parent_run_id, to_markdown(summary), SUMMARY_MD)
     client.log_text(parent_run_id, csv_text(flat(summary)), SUMMARY_CSV)
     logged = [SUMMARY_MD, SUMMARY_CSV]
@@ -147,10 +175,6 @@ def log_summary(
         logged.append(SUMMARY_PNG)
     if len(summary) == 1:
         now = int(time.time() * 1000)
-        values = {f"{key}_{part}": getattr(summary[0][key], part)
-                  for key in estimated for part in ("mean", "se")}  # fmt: skip
-        finite = [
-            Metric(key, value, now, 0) for key, value in values.items() if math.isfinite(value)
-        ]
-        client.log_batch(parent_run_id, metrics=finite)
+        metrics = [Metric(key, value, now, 0) for key, value in headline_of(summary[0]).items()]
+        client.log_batch(parent_run_id, metrics=metrics)
     return logged

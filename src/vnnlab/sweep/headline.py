@@ -11,8 +11,14 @@ sweeper's default too: a choice made on validation data, not on the test set it 
 when the children were fitted by different inference methods or are different models (whose
 losses are different quantities: a deep ensemble's sums its members'), val/nll minimised, the
 predictive's negative log-likelihood, one quantity for every method.
+
+A sweep over repeated splits or seeds (aggregate.REPEATED) is a study, and picking its best
+split is no result: its description is the summary table instead, one row per setting of the
+other swept keys with each metric's mean ± s.e. over the repeats, best mean objective first,
+and its metrics are that row's means (`test/nll`) and standard errors (`test/nll_se`).
 """
 
+import math
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -23,6 +29,7 @@ from mlflow.utils.validation import MAX_TAG_VAL_LENGTH
 from omegaconf import DictConfig, OmegaConf
 
 from vnnlab import tags
+from vnnlab.sweep.aggregate import REPEATED, Estimate, headline_of, repeated_key, summarize
 from vnnlab.sweep.compare import (
     SHOWN_BESIDE_TEST,
     child_runs,
@@ -112,17 +119,18 @@ def description(
     return text
 
 
-def publish(
-    tracking_uri: str, parent_run_id: str, objective: Objective
-) -> tuple[dict[str, Any] | None, Objective]:
-    """Write the description, the best child's headline metrics and its id to the parent
-    (one request); the best row (None when no child finished with the objective) and the
-    objective it was chosen by."""
+def publish(tracking_uri: str, parent_run_id: str, objective: Objective) -> str:
+    """Write the description, the best child's headline metrics and its id (a study: the
+    summary's) to the parent, in one request; returned: what the terminal shows of it."""
     client = MlflowClient(tracking_uri)
     parent = client.get_run(parent_run_id)
     children = child_runs(client, parent)
     objective = objective.for_children(children)
-    rows = table_of(children, swept_parameters(parent, children), also=[objective.metric])
+    swept = swept_parameters(parent, children)
+    rows = table_of(children, swept, also=[objective.metric])
+    over = repeated_key(swept)
+    if over is not None and len({row.get(over) for row in rows}) > 1:
+        return _publish_study(client, parent_run_id, rows, swept, over, objective)
     best = best_row(rows, objective)
     run_tags = [
         RunTag(tags.NOTE, description(rows, best, objective)),
@@ -139,4 +147,69 @@ def publish(
             RunTag(tags.SWEEP_BEST, best["name"]),
         ]
     client.log_batch(parent_run_id, metrics=metrics, tags=run_tags)
-    return best, objective
+    if best is None:
+        return f"no finished run has {objective.metric}"
+    value = best[objective.metric]
+    return f"best by {objective}: [{best['name']}] {value:.6g}, run {best['run_id']}"
+
+
+def study_summary(
+    rows: list[dict[str, Any]], swept: list[str], over: str, objective: Objective
+) -> list[dict[str, Any]]:
+    """Over the FINISHED rows: per setting of the swept keys other than `over`, each metric's
+    Estimate over the repeats (aggregate.summarize), the best mean objective first."""
+    finished = [row for row in rows if row["status"] == "FINISHED"]
+    if not finished:
+        return []
+    numbers = {key: value for row in finished for key, value in row.items() if is_number(value)}
+    metrics = list(dict.fromkeys([objective.metric, *sorted(headline_metrics(numbers, objective))]))
+    summary = summarize(finished, over, metrics, [key for key in swept if key != over])
+    worst = -math.inf if objective.direction == "maximize" else math.inf
+
+    def score(row: dict[str, Any]) -> float:
+        estimate = row.get(objective.metric)
+        return estimate.mean if isinstance(estimate, Estimate) else worst
+
+    return sorted(summary, key=score, reverse=objective.direction == "maximize")
+
+
+def study_description(
+    summary: list[dict[str, Any]], rows: list[dict[str, Any]], over: str, objective: Objective
+) -> str:
+    """The study's answer in Markdown: a line on what was summarised, then the summary table."""
+    finished = sum(row["status"] == "FINISHED" for row in rows)
+    repeats = len({row.get(over) for row in rows})
+    head = (
+        f"**Mean ± s.e. over {repeats} {REPEATED[over]}** ({finished} of {len(rows)} runs "
+        f"finished), one row per setting, best mean {objective} first."
+    )
+    if not summary:
+        return f"**No run finished** (0 of {len(rows)}): nothing to summarise over {over}."
+    return "\n".join([head, "", to_markdown(summary)])[:MAX_TAG_VAL_LENGTH]
+
+
+def _publish_study(
+    client: MlflowClient,
+    parent_run_id: str,
+    rows: list[dict[str, Any]],
+    swept: list[str],
+    over: str,
+    objective: Objective,
+) -> str:
+    """The parent of a study: its description the summary table, its metrics the best row's
+    means and standard errors, that row's setting as the tag `vnnlab.sweep.best`; returned:
+    the summary table and the best row, for the terminal."""
+    summary = study_summary(rows, swept, over, objective)
+    text = study_description(summary, rows, over, objective)
+    run_tags = [RunTag(tags.NOTE, text), RunTag(tags.SWEEP_OBJECTIVE, str(objective))]
+    metrics: list[Metric] = []
+    if summary:
+        best = summary[0]
+        now = int(time.time() * 1000)
+        metrics = [Metric(key, value, now, 0) for key, value in sorted(headline_of(best).items())]
+        setting = " ".join(f"{key}={best[key]}" for key in swept if key != over)
+        setting = setting or f"all {REPEATED[over]}"
+        run_tags.append(RunTag(tags.SWEEP_BEST, setting))
+        text += f"\nbest mean {objective}: [{setting}] {best.get(objective.metric)}"
+    client.log_batch(parent_run_id, metrics=metrics, tags=run_tags)
+    return text

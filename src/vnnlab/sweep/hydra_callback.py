@@ -65,7 +65,7 @@ class SweepCallback(Callback):
         experiment = experiment_id(client, config.tracking.experiment)
         overrides = list(config.hydra.overrides.task)
         swept = _swept_keys(overrides, config)
-        name = " ".join(["sweep", *(with_keys(overrides, swept) or overrides)])
+        name = _parent_name(overrides, config, swept)
         parent_tags = _parent_tags(config, swept) | git_tags(Path(__file__).parent)
         parent = client.create_run(experiment, run_name=name, tags=parent_tags)
         _open_parents.append((uri, parent.info.run_id))
@@ -100,10 +100,7 @@ def _report(sweep: Sweep, config: DictConfig) -> None:
         from vnnlab.sweep.headline import Objective, publish
 
         print(report_sweep(sweep.tracking_uri, sweep.parent_run_id), flush=True)
-        best, objective = publish(sweep.tracking_uri, sweep.parent_run_id, Objective.of(config))
-        if best is not None:
-            value = best[objective.metric]
-            print(f"best by {objective}: [{best['name']}] {value:.6g}, run {best['run_id']}")
+        print(publish(sweep.tracking_uri, sweep.parent_run_id, Objective.of(config)))
     except Exception as error:
         print(f"vnnlab: no comparison table ({type(error).__name__}: {error})", file=sys.stderr)
 
@@ -114,6 +111,34 @@ def _swept_keys(overrides: list[str], config: DictConfig) -> list[str]:
     keys = [o.key_or_group for o in parsed if o.is_sweep_override() and not o.is_hydra_override()]
     params = OmegaConf.select(config, "hydra.sweeper.params") or {}
     return list(dict.fromkeys([*keys, *params]))
+
+
+def _parent_name(overrides: list[str], config: DictConfig, swept: list[str]) -> str:
+    """`uci_regression: inference × 20 splits` for a study over repeats (named after its
+    experiment, else its data), else `sweep` and the swept overrides."""
+    from vnnlab.sweep.aggregate import repeated_key, study_name
+
+    over = repeated_key(swept)
+    n_values = _count_values(overrides, config, over) if over else None
+    if over is None or n_values is None:
+        return " ".join(["sweep", *(with_keys(overrides, swept) or overrides)])
+    choices = config.hydra.runtime.choices
+    label = choices.get("experiment") or choices.get("data") or "sweep"
+    return study_name(label, swept, over, n_values)
+
+
+def _count_values(overrides: list[str], config: DictConfig, key: str) -> int | None:
+    """How many values the sweep gives `key` (the command line's, else the sweeper's params);
+    None when they cannot be counted before the sweep (an Optuna interval)."""
+    params = OmegaConf.select(config, "hydra.sweeper.params") or {}
+    given = with_keys(overrides, [key]) or [f"{key}={params[key]}"]
+    [override] = OverridesParser.create().parse_overrides(given[-1:])
+    if not override.is_sweep_override():
+        return 1
+    try:
+        return len(list(override.sweep_string_iterator()))
+    except Exception:  # an interval, or a sweep a sweeper samples: not a list of values
+        return None
 
 
 def _parent_tags(config: DictConfig, swept: list[str]) -> dict[str, str]:
