@@ -215,8 +215,10 @@ def test_linear_vae_trains_logs_its_yardsticks_and_reloads(tmp_path):
     wanted = {f"{stage}/{term}" for stage in ("train", "val", "test")
               for term in ("loss", "elbo", "recon", "kl")}  # fmt: skip
     wanted |= {"train/sigma2", "test/log_likelihood", "test/active_units", "test/recon_mse",
-               "test/ppca_sigma2", "test/ppca_log_likelihood", "test/pca_mse"}  # fmt: skip
+               "test/ppca_sigma2", "test/ppca_log_likelihood", "test/ppca_active_units",
+               "test/pca_mse"}  # fmt: skip
     assert wanted <= set(metrics), wanted - set(metrics)
+    assert metrics["test/ppca_active_units"] == 2  # σ² learned: σ²_ML < λ_q, every latent kept
     assert metrics["test/log_likelihood"] >= metrics["test/elbo"]
     (x_test,) = result.datamodule.split("test")
     reloaded = load_model(result.run_id, uri)

@@ -197,6 +197,23 @@ def test_is_points_counts_the_test_examples_scored(is_points, expected):
     assert scored == expected
 
 
+def test_val_is_samples_scores_every_validation_example_with_its_own_draws():
+    """val/log_likelihood: the importance-weighted estimate with K' = val_is_samples on the
+    whole validation batch (not is_points); off (0) by default."""
+    model = tiny_vae(is_samples=4, is_points=0, val_is_samples=6).eval()
+    x = torch.rand(BATCH, N_IN)
+    assert "log_likelihood" not in tiny_vae(is_samples=4).eval().evaluate((x,), "val")
+    torch.manual_seed(3)
+    with torch.no_grad():
+        values = model.evaluate((x,), "val")
+        torch.manual_seed(3)  # the same draws: the ELBO's first, then the estimate's
+        posterior = model.posterior(x)
+        model.elbo_terms(x, posterior)
+        expected = model._log_likelihood(x, 6, posterior)
+    assert values["log_likelihood"].shape == (BATCH,)
+    torch.testing.assert_close(values["log_likelihood"], expected)
+
+
 # --- β and its warm-up -------------------------------------------------------------------------
 
 

@@ -100,7 +100,9 @@ class VAE(ReductionModule):
     warmed up over `kl_warmup_epochs` (the module docstring). At test, `log_likelihood` is the
     importance-weighted estimate of log p(x) with K = `is_samples` draws from q on the first
     `is_points` test examples ("all": the whole split); on the same K draws it is never below
-    their ELBO estimate (Jensen's inequality)."""
+    their ELBO estimate (Jensen's inequality). With `val_is_samples` = K' > 0 every validation
+    logs the same estimate with K' draws on the whole validation split (the curve of log p(x)
+    against epochs; 0: not logged)."""
 
     def __init__(
         self,
@@ -118,6 +120,7 @@ class VAE(ReductionModule):
         kl_warmup_epochs: NonNegativeInt = 0,
         is_samples: PositiveInt = 100,
         is_points: NonNegativeInt | Literal["all"] = 1000,
+        val_is_samples: NonNegativeInt = 0,
         # lr_schedule="none", a constant step: on MNIST (784-400-20, 10 epochs) cosine decay
         # ended at 107.3 nats of test −ELBO against 105.6 with a constant lr (benchmarks/results).
         lr: Positive = 1e-3, lr_schedule: LRSchedule = "none", lr_gamma: DecayFactor = 0.95,
@@ -292,6 +295,10 @@ class VAE(ReductionModule):
         values = self.elbo_terms(x, (mean, logvar))
         values["recon_mse"] = reconstruction_mse(x, self.decode(mean))
         if stage != "test":
+            if self.hparams["val_is_samples"] > 0:
+                values["log_likelihood"] = self._log_likelihood(
+                    x, self.hparams["val_is_samples"], (mean, logvar)
+                )
             return values
         values["active_units"] = (mean,)
         is_points = self.hparams["is_points"]
@@ -341,7 +348,10 @@ class LinearVAE(ReductionModule):
     of W and the variance of its posterior mean go to 0) exactly when λ_j ≤ σ². The yardsticks
     from the training inputs are logged beside the test metrics: test/ppca_sigma2 = σ²_ML and
     test/ppca_log_likelihood, the training set's largest mean log-likelihood at the model's
-    σ² setting (σ²_ML when learned), which train/elbo approaches from below.
+    σ² setting (σ²_ML when learned), which train/elbo approaches from below, and
+    test/ppca_active_units = #{j ≤ q: λ_j > σ²}, the latents the optimum keeps (test/
+    active_units counts them by Burda et al.'s 0.01 threshold: a latent whose λ_j is within 1%
+    of σ² keeps a posterior mean of variance (λ_j − σ²)/λ_j < 0.01 and is not counted).
     """
 
     def __init__(
@@ -391,7 +401,12 @@ class LinearVAE(ReductionModule):
         sigma2_ml = ppca_noise_variance(variances, self.hparams["latent_dim"])
         sigma2 = sigma2_ml if self.hparams["learn_sigma2"] else self.hparams["sigma2"]
         best = ppca_max_log_likelihood(variances, self.hparams["latent_dim"], sigma2)
-        self._references = {"ppca_sigma2": sigma2_ml.item(), "ppca_log_likelihood": best.item()}
+        kept = int((variances[: self.hparams["latent_dim"]] > sigma2).sum())  # #{j ≤ q: λ_j > σ²}
+        self._references = {
+            "ppca_sigma2": sigma2_ml.item(),
+            "ppca_log_likelihood": best.item(),
+            "ppca_active_units": float(kept),
+        }
 
     def reference_metrics(self, info: DataInfo) -> dict[str, float]:
         return super().reference_metrics(info) | self._references
