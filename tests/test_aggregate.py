@@ -50,6 +50,29 @@ def test_without_selection_each_setting_is_summarized_over_the_splits():
         summarize(ROWS, "seed", ["test/mse"])
 
 
+def test_a_refit_reports_the_twin_of_the_run_chosen_on_validation_per_method():
+    """Per method and split, the setting with the smallest val/loss among the runs without
+    refit is chosen; the run reported is the same setting refitted (train_on_val true)."""
+    rows = []
+    for method, split, lr, val, test in [
+        ("map", "a", 0.01, 1.0, 9.0), ("map", "a", 0.1, 2.0, 8.0),
+        ("map", "b", 0.01, 3.0, 7.0), ("map", "b", 0.1, 0.5, 6.0),
+        ("bbb", "a", 0.01, 1.0, 5.0), ("bbb", "b", 0.01, 1.0, 4.0),
+    ]:  # fmt: skip
+        base = {"inference": method, "split": split, "lr": lr, "status": "FINISHED"}
+        rows.append(base | {"refit": "False", "val/loss": val, "test/mse": test})
+        rows.append(base | {"refit": "True", "val/loss": 0.0, "test/mse": test / 10})
+    summary = summarize(rows, "split", ["test/mse"], ["inference"], "val/loss", refit="refit")
+    by_method = {row["inference"]: row for row in summary}
+    # map: split a chooses lr 0.01 (val 1.0), split b lr 0.1 (0.5); their refits: 0.9 and 0.6
+    assert by_method["map"]["test/mse"].mean == pytest.approx((0.9 + 0.6) / 2)
+    assert by_method["bbb"]["test/mse"].mean == pytest.approx((0.5 + 0.4) / 2)
+    assert by_method["map"]["reported"] == "its refit, refit=true" and by_method["map"]["n"] == 2
+    without_refit = summarize(rows, "split", ["test/mse"], ["inference"], "val/loss")
+    # the refits' val/loss (0.0, scored on rows they trained on) would win if not set apart
+    assert without_refit[0]["test/mse"].mean == pytest.approx((0.9 + 0.7) / 2)  # ties: first
+
+
 def test_a_sweep_over_split_columns_is_one_study(command, tmp_path, capfd):
     split_table(tmp_path / "table.csv")
     result = command.run(
@@ -91,6 +114,37 @@ def test_a_sweep_over_split_columns_is_one_study(command, tmp_path, capfd):
     assert logged["test/mse_se"] == pytest.approx(se)
     artifacts = {a.path for a in command.client().list_artifacts(parent.info.run_id)}
     assert {"summary.md", "summary.csv", "summary.png"} <= artifacts
+
+
+def test_one_row_per_method_each_its_chosen_setting_refitted(command, tmp_path):
+    split_table(tmp_path / "table.csv", n_splits=2)
+    result = command.run(
+        "-m", "model=regressor", "data=tabular", "data.path=table.csv", "data.target=y",
+        "data.split_column=all", "inference=map,mc_dropout", "model.lr=0.001,0.03",
+        "data.train_on_val=false,true", "trainer.max_epochs=2", "trainer.enable_progress_bar=false",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    [parent] = [r for r in command.runs() if r.data.tags[tags.SWEEP_ROLE] == tags.PARENT]
+    children = [r for r in command.runs() if r.data.tags.get(tags.PARENT_RUN) == parent.info.run_id]
+    assert len(children) == 16
+    study = ["--over", "data.split_column", "--select", "val/nll", "--per", "inference"]
+    compare.main([parent.info.run_id, *study, "--refit", "data.train_on_val",
+                  "--out", str(tmp_path / "out")])  # fmt: skip
+    with open(tmp_path / "out" / "summary.csv") as file:
+        rows = {row["inference"]: row for row in csv.DictReader(file)}
+    metrics = {}  # (method, split, lr, refit) → the run's metrics
+    for child in children:
+        p = child.data.params
+        key = (child.data.tags["vnnlab.inference"], p["data.split_column"], p["model.lr"],
+               p["data.train_on_val"])  # fmt: skip
+        metrics[key] = child.data.metrics
+    for method in ("map", "mc_dropout"):  # by hand: choose without refit, report the refit
+        reported = []
+        for split in ("split_0", "split_1"):
+            lrs = ("0.001", "0.03")
+            chosen = min(lrs, key=lambda lr: metrics[method, split, lr, "False"]["val/nll"])
+            reported.append(metrics[method, split, chosen, "True"]["test/nll"])
+        assert float(rows[method]["test/nll mean"]) == pytest.approx(sum(reported) / 2)
 
 
 def test_the_comparison_table_shows_the_metric_a_study_selects_by(command, tmp_path):

@@ -56,6 +56,13 @@ def _parser() -> argparse.ArgumentParser:
                        "(a validation metric) is the one reported")  # fmt: skip
     study.add_argument("--select-largest", action="store_true",
                        help="select the largest METRIC instead (val/acc, val/elbo)")  # fmt: skip
+    study.add_argument("--per", metavar="PARAM",
+                       help="with --select: one row per value of PARAM (e.g. inference), each "
+                       "selecting among its own runs")  # fmt: skip
+    study.add_argument("--refit", metavar="PARAM",
+                       help="with --select: select among the runs with PARAM false and report "
+                       "each chosen run's twin with PARAM true (data.train_on_val: the chosen "
+                       "setting refitted on train + val)")  # fmt: skip
     return parser
 
 
@@ -97,15 +104,23 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 def _summary(client, parent, args: argparse.Namespace) -> tuple[list[dict], str | None]:
     """The study's summary rows, and the key its figure puts on x (None: a single row)."""
-    if args.select_largest and args.select is None:
-        raise BadInputError("--select-largest needs --select METRIC")
+    for flag, value in [("--select-largest", args.select_largest), ("--per", args.per),
+                        ("--refit", args.refit)]:  # fmt: skip
+        if value and args.select is None:
+            raise BadInputError(f"{flag} needs --select METRIC")
     children = child_runs(client, parent)
     swept = swept_parameters(parent, children)
+    for flag, key in [("--per", args.per), ("--refit", args.refit)]:
+        if key is not None and key not in swept:
+            raise BadInputError(f"{flag} {key}: not a swept key of this sweep ({', '.join(swept)})")
     rows = table_of(children, swept, also=(args.over, args.select))
     tests = [key for key in rows[0] if key.startswith("test/")] if rows else []
     metrics = [args.metric] if args.metric else tests
-    by = [] if args.select else [key for key in swept if key != args.over]
-    summary = summarize(rows, args.over, metrics, by, args.select, args.select_largest)
+    if args.select:
+        by = [args.per] if args.per else []
+    else:
+        by = [key for key in swept if key != args.over]
+    summary = summarize(rows, args.over, metrics, by, args.select, args.select_largest, args.refit)
     return summary, (by[0] if by else None)
 
 

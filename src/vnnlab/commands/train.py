@@ -43,7 +43,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     os.environ.setdefault("HYDRA_FULL_ERROR", "1")
     try:
         with _command_line(argv):
+            sys.argv[1:] = _every_split_column(sys.argv[1:])
             _hydra_main()
+    except BadInputError as error:  # in the command line itself, before Hydra reads it
+        _exit(EXIT_BAD_INPUT, str(error))
     except COMPOSITION_ERRORS as error:
         text = str(error).split("Config search path")[0]  # drop Hydra's search-path dump
         _exit(EXIT_BAD_INPUT, " ".join(line.strip() for line in text.splitlines()))
@@ -136,6 +139,27 @@ def _command_line(argv: Sequence[str] | None) -> Iterator[None]:
         yield
     finally:
         sys.argv = saved
+
+
+EVERY_SPLIT = "data.split_column=all"
+
+
+def _every_split_column(args: list[str]) -> list[str]:
+    """`data.split_column=all` → one value per column of split names in the table that
+    `data.path=` names (any number of splits: the UCI tables have 20, protein 5)."""
+    if EVERY_SPLIT not in args:
+        return args
+    paths = [arg.split("=", 1)[1] for arg in args if arg.startswith("data.path=")]
+    if not paths:
+        raise BadInputError(f"{EVERY_SPLIT} needs the table on the command line: data.path=...")
+    from vnnlab.data.tabular import split_columns
+
+    columns = split_columns(paths[-1])
+    if not columns:
+        raise BadInputError(
+            f"data.path={paths[-1]}: no column of split names (train, val, test) for {EVERY_SPLIT}"
+        )
+    return [f"data.split_column={','.join(columns)}" if arg == EVERY_SPLIT else arg for arg in args]
 
 
 def _exit(code: int, message: str) -> None:

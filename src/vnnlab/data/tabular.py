@@ -11,7 +11,9 @@ network predict it standardised on the training rows, its metrics still in those
 are split train/val/test by seeded fractions, or by a column whose values are train, val and
 test; a table of repeated splits carries one such column per split, `data.split_column` picks
 one and the others are no inputs (a sweep over `data.split_column` is then one study:
-vnnlab-compare --over data.split_column).
+vnnlab-compare --over data.split_column; `vnnlab-train -m data.split_column=all` sweeps every
+such column of the table, split_columns). `data.train_on_val=true` trains on the val rows too:
+the refit, on all of a split's training rows, of a setting chosen on validation.
 """
 
 from collections.abc import Mapping, Sequence
@@ -79,6 +81,7 @@ class TabularDataModule(VNNDataModule):
         val_fraction: Fraction = 0.15,
         test_fraction: Fraction = 0.15,
         split_column: str | None = None,
+        train_on_val: bool = False,
         batch_size: PositiveInt = 64,
         seed: NonNegativeInt = 0,
     ):
@@ -92,6 +95,7 @@ class TabularDataModule(VNNDataModule):
         self.missing = missing
         self.fractions = {"val": val_fraction, "test": test_fraction}
         self.split_column = split_column
+        self.train_on_val = train_on_val
         self.batch_size = batch_size
         self.seed = seed
         self.splits: dict[str, tuple[Tensor, ...]] = {}
@@ -116,7 +120,8 @@ class TabularDataModule(VNNDataModule):
         assignment = self._assignment(table)
         labels = self._labels(table) if self._task(table) == "classification" else None
         x = numeric_columns(table, inputs)
-        loc, scale = _standardisation(x[assignment == "train"])
+        fitted = self._fitted_rows(assignment)
+        loc, scale = _standardisation(x[fitted])
         self.scaling = {"inputs": inputs, "loc": loc.tolist(), "scale": scale.tolist(),
                         "targets": self.targets, "task": self._task(table),
                         "classes": labels[1] if labels is not None else None,
@@ -124,7 +129,8 @@ class TabularDataModule(VNNDataModule):
         x = (x - loc) / scale
         y = self._target_tensor(table, labels)
         for name in SPLITS:
-            rows = torch.from_numpy(np.flatnonzero(assignment == name))
+            chosen = fitted if name == "train" else assignment == name
+            rows = torch.from_numpy(np.flatnonzero(chosen))
             part = torch.from_numpy(x).float()[rows]
             self.splits[name] = (part,) if y is None else (part, y[rows])
 
@@ -201,6 +207,13 @@ class TabularDataModule(VNNDataModule):
             return torch.from_numpy(labels[0]).long()
         return torch.from_numpy(numeric_columns(table, self.targets)).float()
 
+    def _fitted_rows(self, assignment: np.ndarray) -> np.ndarray:
+        """The rows the model trains on (and its scaling comes from): train, and val too with
+        `train_on_val` (the refit of a chosen setting on all of a split's training rows, as
+        the UCI papers report it; its val/* metrics are then scored on rows it trained on)."""
+        fitted = assignment == "train"
+        return fitted | (assignment == "val") if self.train_on_val else fitted
+
     def _assignment(self, table: pd.DataFrame) -> np.ndarray:
         """ "train", "val" or "test" per row: from the split column, else a seeded shuffle."""
         n = len(table)
@@ -253,6 +266,12 @@ class TabularDataModule(VNNDataModule):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.scaling = dict(state_dict)
+
+
+def split_columns(path: str | Path, delimiter: str | None = None) -> list[str]:
+    """The table's columns of split names (train, val, test), in its order."""
+    table = read_table(path, delimiter)
+    return [name for name in table.columns if _names_splits(table[name])]
 
 
 def _names_splits(column: pd.Series) -> bool:

@@ -85,25 +85,58 @@ def summarize(
     by: Sequence[str] = (),
     select: str | None = None,
     largest: bool = False,
+    refit: str | None = None,
 ) -> list[dict[str, Any]]:
-    """Summary rows: with `select`, one row over the rows chosen per value of `over`; without,
-    one row per setting of the keys `by`, over its rows (one per value of `over`). Each holds
-    the `by` values, `n` and an Estimate per metric (over the rows where it is finite)."""
+    """Summary rows, one per setting of the keys `by` (one in all without them): without
+    `select`, over that setting's rows (one per value of `over`); with `select`, over the rows
+    chosen per value of `over` among the setting's rows (chosen_per_group). With `refit`, a
+    true/false key swept beside the others, the choice is made among the rows where it is
+    false and the row summarised is the chosen one's refit (refitted). Each summary holds the
+    `by` values, `n` and an Estimate per metric (over the rows where it is finite)."""
     if not any(row.get(over) is not None for row in rows):
         raise BadInputError(f"no run of this sweep has {over!r} to aggregate over")
-    if select is not None:
-        chosen = chosen_per_group(rows, over, select, largest)
-        if not chosen:
-            raise BadInputError(f"no run of this sweep has a number for {select!r} to select by")
-        return [
-            _summary({"selected by": f"{'max' if largest else 'min'} {select}"}, chosen, metrics)
-        ]
     groups: dict[tuple, list[dict[str, Any]]] = {}
     for row in rows:
         groups.setdefault(tuple(row.get(key) for key in by), []).append(row)
-    return [
-        _summary(dict(zip(by, key, strict=True)), group, metrics) for key, group in groups.items()
-    ]
+    summary = []
+    for key, group in groups.items():
+        head = dict(zip(by, key, strict=True))
+        if select is None:
+            summary.append(_summary(head, group, metrics))
+            continue
+        candidates = [row for row in group if not (refit and _is_true(row.get(refit)))]
+        chosen = chosen_per_group(candidates, over, select, largest)
+        if refit:
+            chosen = refitted(group, chosen, refit)
+        head["selected by"] = f"{'max' if largest else 'min'} {select}"
+        if refit:
+            head["reported"] = f"its refit, {refit}=true"
+        summary.append(_summary(head, chosen, metrics))
+    if select is not None and not any(row["n"] for row in summary):
+        raise BadInputError(f"no run of this sweep has a number for {select!r} to select by")
+    return summary
+
+
+RUN_FIELDS = ("run_id", "name", "status", "duration_s", "failure")  # a row's other columns
+
+
+def refitted(
+    rows: Sequence[dict[str, Any]], chosen: Sequence[dict[str, Any]], refit: str
+) -> list[dict[str, Any]]:
+    """For each chosen row, its twin with `refit` true: the row whose params (every column
+    that is no metric, "/" in its name, and no run field) are the same but for `refit`.
+    A chosen row without a twin is left out."""
+
+    def setting(row: dict[str, Any]) -> tuple:
+        params = [key for key in row if "/" not in key and key not in RUN_FIELDS]
+        return tuple(sorted((key, str(row[key])) for key in params if key != refit))
+
+    twins = {setting(row): row for row in rows if _is_true(row.get(refit))}
+    return [twins[setting(row)] for row in chosen if setting(row) in twins]
+
+
+def _is_true(value: Any) -> bool:
+    return str(value).strip().lower() == "true"
 
 
 def _summary(
