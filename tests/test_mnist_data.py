@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from idx_files import write_idx_images, write_idx_labels, write_mnist
-from vnnlab.data.mnist import MNISTDataModule
+from vnnlab.data.mnist import MNISTDataModule, rotated
 from vnnlab.errors import BadInputError
 
 N_TRAIN, N_TEST, N_VAL, BATCH = 50, 21, 12, 8
@@ -215,3 +215,13 @@ def test_labels_must_be_digits(tmp_path, written):
     write_idx_labels(raw / "t10k-labels-idx1-ubyte", labels)
     with pytest.raises(BadInputError, match="outside 0..9"):
         make_module(tmp_path).setup()
+
+
+def test_rotated_test_images_turn_about_their_centre():
+    x = torch.rand(4, 784)
+    square = x.reshape(4, 1, 28, 28)
+    torch.testing.assert_close(rotated(x, 0.0), x)
+    quarter = torch.rot90(square, 1, (2, 3)).reshape(4, 784)  # anticlockwise, as torch turns it
+    torch.testing.assert_close(rotated(x, 90.0), quarter)
+    torch.testing.assert_close(rotated(x, 180.0), square.flip(2, 3).reshape(4, 784))
+    assert rotated(x, 30.0).shape == (4, 784)

@@ -66,6 +66,13 @@ def signal_to_noise(snr_by_layer: dict[str, Tensor]) -> Figure:
 def reliability_diagram(probs: Tensor, labels: Tensor, n_bins: int) -> Figure:
     """Accuracy against confidence in `n_bins` equal-width bins, with the count per bin drawn
     underneath (log scale) so that sparse bins are visible."""
+    figure = Figure(figsize=(5, 6))
+    draw_reliability(figure, probs, labels, n_bins)
+    return figure
+
+
+def draw_reliability(figure, probs: Tensor, labels: Tensor, n_bins: int) -> None:
+    """reliability_diagram's two panels on `figure` (a Figure or a SubFigure of a study's)."""
     confidence, predicted = probs.max(dim=1)
     correct = (predicted == labels).float()
     bins = torch.clamp((confidence * n_bins).long(), max=n_bins - 1)
@@ -74,7 +81,6 @@ def reliability_diagram(probs: Tensor, labels: Tensor, n_bins: int) -> Figure:
     centres = ((torch.arange(n_bins) + 0.5) / n_bins).numpy()
     counts, accuracy = counts.numpy(), accuracy.numpy()
 
-    figure = Figure(figsize=(5, 6))
     ax, ax_counts = figure.subplots(2, 1, sharex=True, height_ratios=[3, 1])
     filled = counts > 0
     ax.bar(centres[filled], accuracy[filled], width=1 / n_bins, edgecolor="black", label="accuracy")
@@ -85,7 +91,6 @@ def reliability_diagram(probs: Tensor, labels: Tensor, n_bins: int) -> Figure:
     ax_counts.set_yscale("log")
     ax_counts.set_xlabel("confidence")
     ax_counts.set_ylabel("count")
-    return figure
 
 
 def entropy_by_correctness(probs: Tensor, labels: Tensor) -> Figure:
