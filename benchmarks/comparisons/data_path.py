@@ -1,7 +1,11 @@
 """1. Data path: an MNIST epoch of the same MLP (784-400-400-10, ReLU, fused Adam 1e-3,
 batch 128) in the same plain loop, fed by vnnlab's MNISTDataModule (index slices of in-memory
 tensors) or by a DataLoader over torchvision's per-item MNIST(transform=ToTensor()).
-Epochs alternate between the two feeds; medians after one warm-up epoch each."""
+Epochs alternate between the two feeds; medians after one warm-up epoch each.
+
+And the VAE's epoch (784-400-20, Bernoulli, batch 128) on dynamically binarised MNIST (a fresh
+Bernoulli draw per pixel in every training batch, made in the batch, on its device) against
+the grey-level one, epochs alternating the same way."""
 
 import itertools
 import statistics
@@ -16,6 +20,7 @@ from torchvision.transforms import ToTensor
 
 from comparisons.common import Row, Scale
 from vnnlab.data.mnist import MNISTDataModule
+from vnnlab.models.vae import VAE
 
 IN_MEMORY, PER_ITEM = "MNISTDataModule", "DataLoader(MNIST, ToTensor)"
 
@@ -47,6 +52,37 @@ def mlp_epoch(batches: Iterable, n_batches: int | None) -> float:
     return time.perf_counter() - start
 
 
+def vae_epoch(batches: Iterable, n_batches: int | None) -> float:
+    """Seconds of one epoch of a fresh, seeded Bernoulli VAE's ELBO steps over `batches`."""
+    torch.manual_seed(0)
+    model = VAE(784, latent_dim=20, hidden=[400], likelihood="bernoulli")
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, fused=True)
+    start = time.perf_counter()
+    for batch in itertools.islice(batches, n_batches):
+        loss = model.training_terms(batch)["loss"]
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    return time.perf_counter() - start
+
+
+def compare_binarized(root: str, n_val: int, scale: Scale) -> Row:
+    feeds = {}
+    for binarize in ("none", "dynamic"):
+        module = MNISTDataModule(root=root, n_val=n_val, batch_size=128, seed=0, binarize=binarize)
+        feeds[binarize] = module.train_dataloader()
+    seconds: dict[str, list[float]] = {name: [] for name in feeds}
+    for round_ in range(1 + scale.repeats):  # round 0 warms up
+        for name, batches in feeds.items():
+            elapsed = vae_epoch(batches, scale.batches)
+            if round_:
+                seconds[name].append(elapsed)
+    medians = {name: statistics.median(each) for name, each in seconds.items()}
+    ratio = medians["dynamic"] / medians["none"]
+    return Row("data path: VAE epoch, dynamically binarised / grey", ratio, "×", "≤ 1.1×",
+               ratio <= 1.1, {"epoch_seconds": medians, "each": seconds})  # fmt: skip
+
+
 def compare(root: str, n_val: int, scale: Scale) -> list[Row]:
     module = MNISTDataModule(root=root, n_val=n_val, batch_size=128, seed=0)
     module.setup()
@@ -69,5 +105,6 @@ def compare(root: str, n_val: int, scale: Scale) -> list[Row]:
             "≥ 3×",
             medians[PER_ITEM] / medians[IN_MEMORY] >= 3,
             {"epoch_seconds": medians, "each": seconds, "batches": scale.batches or "all"},
-        )
+        ),
+        compare_binarized(root, n_val, scale),
     ]
