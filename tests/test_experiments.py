@@ -14,7 +14,11 @@ from vnnlab.validate import validate
 EXPERIMENTS = Path(__file__).parents[1] / "experiments"
 STUDIES = sorted(p.parent.name for p in EXPERIMENTS.glob("*/config.yaml"))
 # what a study's command line must add (a study on a table takes the user's file)
-GIVEN = {"table_reduction": ["data.path=low_rank.csv"], "uci_regression": ["data.path=boston.csv"]}
+GIVEN = {
+    "table_reduction": ["data.path=low_rank.csv"],
+    "uci_regression": ["data.path=boston.csv"],
+    "uci_methods": ["data.path=boston.csv"],
+}
 
 
 def test_studies_are_found_where_the_package_points():
