@@ -9,7 +9,7 @@ import statistics
 import pytest
 
 from helpers import FAST, split_table
-from vnnlab.sweep.headline import Objective, best_row, description
+from vnnlab.sweep.headline import Objective, best_row, description, headline_row, study_summary
 
 SMALL = [*FAST, "data.n_train=100"]
 
@@ -113,3 +113,21 @@ def test_a_sweep_over_splits_is_a_study_whose_parent_shows_its_means(command, tm
     assert table[0].startswith("| inference | n | val/nll |") and len(table) == 4
     assert table[2].startswith(f"| {best} | 3 |")  # best mean first
     assert "best mean val/nll (minimize): [inference=" in result.stdout
+
+
+def test_a_study_that_refits_reports_the_refit_of_the_setting_validation_chose():
+    """A refit's val/nll is scored on rows it trained on: it never wins the choice, and the
+    headline is the refit of the setting chosen among the runs fitted on train alone."""
+    rows = []
+    for method, val_nll, refit_val_nll in [("map", 1.0, 0.01), ("bbb", 0.5, 0.2)]:
+        for split in ("a", "b"):
+            for refit, val, test in [("False", val_nll, 2.0), ("True", refit_val_nll, 1.0)]:
+                rows.append({"run_id": "", "name": "", "status": "FINISHED", "inference": method,
+                             "data.split_column": split, "data.train_on_val": refit,
+                             "val/nll": val, "test/nll": test + (method == "bbb")})  # fmt: skip
+    swept = ["inference", "data.split_column", "data.train_on_val"]
+    summary = study_summary(rows, swept, "data.split_column", Objective("val/nll"))
+    assert (summary[0]["inference"], summary[0]["data.train_on_val"]) == ("map", "True")
+    best = headline_row(summary, swept)
+    assert (best["inference"], best["data.train_on_val"]) == ("bbb", "True")  # chosen w/o refit
+    assert best["test/nll"].mean == pytest.approx(2.0)  # bbb's refit: 1.0 + 1

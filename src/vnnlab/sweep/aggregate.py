@@ -30,6 +30,11 @@ from vnnlab.sweep.compare import csv_text, is_number, to_markdown
 REPEATED = {"data.split_column": "splits", "seed": "seeds"}
 
 
+# The key whose true value refits a setting on train + val (data.train_on_val): such a run's
+# val/* metrics are scored on rows it trained on, so it is never chosen by them.
+REFIT = "data.train_on_val"
+
+
 def repeated_key(swept: Sequence[str]) -> str | None:
     """The key of REPEATED that a sweep sweeps, if any."""
     return next((key for key in REPEATED if key in swept), None)
@@ -117,14 +122,16 @@ def summarize(
     return summary
 
 
-RUN_FIELDS = ("run_id", "name", "status", "duration_s", "failure")  # a row's other columns
+# a row's columns that are neither params nor metrics (a run's, and a summary's count)
+RUN_FIELDS = ("run_id", "name", "status", "duration_s", "failure", "n")
 
 
 def refitted(
     rows: Sequence[dict[str, Any]], chosen: Sequence[dict[str, Any]], refit: str
 ) -> list[dict[str, Any]]:
-    """For each chosen row, its twin with `refit` true: the row whose params (every column
-    that is no metric, "/" in its name, and no run field) are the same but for `refit`.
+    """For each chosen row (of a table or a summary), its twin with `refit` true: the row whose
+    params (every column that is no metric, "/" in its name, and no RUN_FIELDS) are the same
+    but for `refit`.
     A chosen row without a twin is left out."""
 
     def setting(row: dict[str, Any]) -> tuple:

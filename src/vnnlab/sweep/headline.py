@@ -15,7 +15,9 @@ predictive's negative log-likelihood, one quantity for every method.
 A sweep over repeated splits or seeds (aggregate.REPEATED) is a study, and picking its best
 split is no result: its description is the summary table instead, one row per setting of the
 other swept keys with each metric's mean ± s.e. over the repeats, best mean objective first,
-and its metrics are that row's means (`test/nll`) and standard errors (`test/nll_se`).
+and its metrics are that row's means (`test/nll`) and standard errors (`test/nll_se`). When
+the sweep refits each setting on train + val beside it (aggregate.REFIT), the best row is
+chosen among the settings as fitted on train alone and the headline is its refit's.
 """
 
 import math
@@ -29,7 +31,15 @@ from mlflow.utils.validation import MAX_TAG_VAL_LENGTH
 from omegaconf import DictConfig, OmegaConf
 
 from vnnlab import tags
-from vnnlab.sweep.aggregate import REPEATED, Estimate, headline_of, repeated_key, summarize
+from vnnlab.sweep.aggregate import (
+    REFIT,
+    REPEATED,
+    Estimate,
+    headline_of,
+    refitted,
+    repeated_key,
+    summarize,
+)
 from vnnlab.sweep.compare import (
     SHOWN_BESIDE_TEST,
     child_runs,
@@ -188,6 +198,15 @@ def study_description(
     return "\n".join([head, "", to_markdown(summary)])[:MAX_TAG_VAL_LENGTH]
 
 
+def headline_row(summary: list[dict[str, Any]], swept: list[str]) -> dict[str, Any]:
+    """The best summary row (they come best first); with REFIT swept, the refit of the best
+    setting fitted on train alone (a refit's val/* metrics are in-sample), when there is one."""
+    if REFIT not in swept:
+        return summary[0]
+    fitted = [row for row in summary if str(row.get(REFIT)).lower() != "true"]
+    return (refitted(summary, fitted[:1], REFIT) or fitted or summary)[0]
+
+
 def _publish_study(
     client: MlflowClient,
     parent_run_id: str,
@@ -204,7 +223,7 @@ def _publish_study(
     run_tags = [RunTag(tags.NOTE, text), RunTag(tags.SWEEP_OBJECTIVE, str(objective))]
     metrics: list[Metric] = []
     if summary:
-        best = summary[0]
+        best = headline_row(summary, swept)
         now = int(time.time() * 1000)
         metrics = [Metric(key, value, now, 0) for key, value in sorted(headline_of(best).items())]
         setting = " ".join(f"{key}={best[key]}" for key in swept if key != over)
