@@ -11,7 +11,7 @@ run its validation chose (lowest val/nll among its FINISHED runs), then
 
     python experiments/mnist_methods/shift.py --root ../shared/data --tracking-uri sqlite:///mlflow.db
 
-Writes results.md, shift.png and reliability.png to --out (default: this folder).
+Prints the tables; writes shift.png and reliability.png to --out (default: this folder).
 """
 
 import argparse
@@ -119,7 +119,6 @@ def main() -> None:
     ]
     args.out.mkdir(parents=True, exist_ok=True)
     text = "\n\n".join([to_markdown(table), to_markdown(shifted)])
-    (args.out / "results.md").write_text(text + "\n", encoding="utf-8")
     shift_figure(curves).savefig(args.out / "shift.png", dpi=110)
     reliability_figure(upright, labels).savefig(args.out / "reliability.png", dpi=100)
     print(text)
