@@ -111,10 +111,9 @@ def summarize(
             continue
         candidates = [row for row in group if not (refit and _is_true(row.get(refit)))]
         chosen = chosen_per_group(candidates, over, select, largest)
-        if refit:
-            chosen = refitted(group, chosen, refit)
         head["selected by"] = f"{'max' if largest else 'min'} {select}"
         if refit:
+            chosen = refitted(group, chosen, refit)
             head["reported"] = f"its refit, {refit}=true"
         summary.append(_summary(head, chosen, metrics))
     if select is not None and not any(row["n"] for row in summary):
@@ -131,8 +130,7 @@ def refitted(
 ) -> list[dict[str, Any]]:
     """For each chosen row (of a table or a summary), its twin with `refit` true: the row whose
     params (every column that is no metric, "/" in its name, and no RUN_FIELDS) are the same
-    but for `refit`.
-    A chosen row without a twin is left out."""
+    but for `refit`. A chosen row without a twin is left out."""
 
     def setting(row: dict[str, Any]) -> tuple:
         params = [key for key in row if "/" not in key and key not in RUN_FIELDS]
