@@ -10,7 +10,7 @@ the grey-level one, epochs alternating the same way."""
 import itertools
 import statistics
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import torch
 import torchvision
@@ -66,18 +66,26 @@ def vae_epoch(batches: Iterable, n_batches: int | None) -> float:
     return time.perf_counter() - start
 
 
+def alternating_epochs(
+    feeds: dict[str, Iterable], epoch: Callable[[Iterable, int | None], float], scale: Scale
+) -> tuple[dict[str, float], dict[str, list[float]]]:
+    """`epoch` over each feed in turn, 1 + scale.repeats rounds (round 0 warms up, untimed):
+    each feed's median seconds and every timed epoch's."""
+    seconds: dict[str, list[float]] = {name: [] for name in feeds}
+    for round_ in range(1 + scale.repeats):
+        for name, batches in feeds.items():
+            elapsed = epoch(batches, scale.batches)
+            if round_:
+                seconds[name].append(elapsed)
+    return {name: statistics.median(each) for name, each in seconds.items()}, seconds
+
+
 def compare_binarized(root: str, n_val: int, scale: Scale) -> Row:
     feeds = {}
     for binarize in ("none", "dynamic"):
         module = MNISTDataModule(root=root, n_val=n_val, batch_size=128, seed=0, binarize=binarize)
         feeds[binarize] = module.train_dataloader()
-    seconds: dict[str, list[float]] = {name: [] for name in feeds}
-    for round_ in range(1 + scale.repeats):  # round 0 warms up
-        for name, batches in feeds.items():
-            elapsed = vae_epoch(batches, scale.batches)
-            if round_:
-                seconds[name].append(elapsed)
-    medians = {name: statistics.median(each) for name, each in seconds.items()}
+    medians, seconds = alternating_epochs(feeds, vae_epoch, scale)
     ratio = medians["dynamic"] / medians["none"]
     return Row("data path: VAE epoch, dynamically binarised / grey", ratio, "×", "≤ 1.1×",
                ratio <= 1.1, {"epoch_seconds": medians, "each": seconds})  # fmt: skip
@@ -90,13 +98,7 @@ def compare(root: str, n_val: int, scale: Scale) -> list[Row]:
         IN_MEMORY: module.train_dataloader(),
         PER_ITEM: per_item_batches(root, module.split_indices["train"].tolist(), 128, seed=0),
     }
-    seconds: dict[str, list[float]] = {name: [] for name in feeds}
-    for round_ in range(1 + scale.repeats):  # round 0 warms up
-        for name, batches in feeds.items():
-            elapsed = mlp_epoch(batches, scale.batches)
-            if round_:
-                seconds[name].append(elapsed)
-    medians = {name: statistics.median(each) for name, each in seconds.items()}
+    medians, seconds = alternating_epochs(feeds, mlp_epoch, scale)
     return [
         Row(
             "data path: MLP epoch, per-item DataLoader / MNISTDataModule",
