@@ -17,7 +17,9 @@ import inspect
 import io
 from pathlib import Path
 
+import numpy as np
 import pytest
+import scipy.optimize
 import torch
 from omegaconf import OmegaConf
 from torch import Tensor
@@ -61,8 +63,9 @@ def exact_posterior(x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
     return covariance @ features.T @ y.double().squeeze(1) / SIGMA2, covariance
 
 
-def fitted_linear(**knobs) -> tuple[Laplace, Tensor, Tensor]:
-    """A Laplace method on the linear model, its weights the exact posterior mean, fitted."""
+def fitted_linear(noise_var: float = SIGMA2, **knobs) -> tuple[Laplace, Tensor, Tensor]:
+    """A Laplace method on the linear model, its weights the exact posterior mean, fitted with
+    `noise_var` as the model's σ²."""
     x, y = linear_data()
     method = Laplace(**(EXACT | knobs))
     method.build(LINEAR)
@@ -70,7 +73,7 @@ def fitted_linear(**knobs) -> tuple[Laplace, Tensor, Tensor]:
     with torch.no_grad():
         method.net[0].weight.copy_(mean[:D].reshape(1, D))
         method.net[0].bias.copy_(mean[D:])
-    method.fit_posthoc(PosthocData(x, y, "regression", SIGMA2, batch_size=16))
+    method.fit_posthoc(PosthocData(x, y, "regression", noise_var, batch_size=16))
     return method, x, y
 
 
@@ -107,6 +110,24 @@ def test_evidence_is_the_exact_marginal_likelihood():
     evidence = log_evidence(method.laplace, torch.tensor([PRIOR_PRECISION]),
                             torch.tensor(SIGMA2**0.5))  # fmt: skip
     torch.testing.assert_close(evidence.double(), exact.log_prob(y.double().squeeze(1)), **TOL)
+
+
+def test_marglik_reaches_the_evidence_maximum_from_a_far_sigma2():
+    """model.sigma2 at 10⁻⁴ of the noise: the tuned (λ, σ) are where Nelder–Mead (scipy), run
+    on (2) from a neutral start, finds its maximum. Broken on purpose: with σ started at
+    √model.sigma2 rather than the residual's root mean square, 100 Adam steps stop short."""
+    method, _, _ = fitted_linear(tune="marglik", noise_var=SIGMA2 * 1e-4)
+    tuned = [method.laplace.prior_precision.item(), method.laplace.sigma_noise.item()]
+
+    def negative_evidence(logs: np.ndarray) -> float:
+        at = torch.tensor(logs).exp().float()
+        with torch.no_grad():
+            return -log_evidence(method.laplace, at[:1], at[1]).item()
+
+    best = scipy.optimize.minimize(negative_evidence, np.zeros(2), method="Nelder-Mead",
+                                   options={"xatol": 1e-6, "fatol": 1e-9})  # fmt: skip
+    assert best.success
+    np.testing.assert_allclose(tuned, np.exp(best.x), rtol=0.02)
 
 
 @pytest.mark.parametrize("structure", ["kron", "diag", "full"])

@@ -15,6 +15,11 @@ units of the summed log likelihood: the optimiser's per-point weight decay w is 
 
     log p(D | λ, σ) ≈ log p(D | θ_MAP; σ) − ½ λ‖θ_MAP‖² − ½ log det(H + λI) + ½ P log λ.   (2)
 
+σ starts at the training residual's root mean square, the first term's maximiser: the optimum
+of (2) lies at or above it (H scales as 1/σ², so the log determinant falls as σ grows), and
+Adam's steps of a fixed size (`MARGLIK_LR` in log σ) from a start far below it stall short of
+it. With `tune="none"`, σ² is the model's (`model.sigma2`).
+
 The predictive linearises the network around θ_MAP (the GLM predictive), so that under (1)
 
     f(x) ≈ f_MAP(x) + J(x)(θ − θ_MAP)  ~  N(f_MAP(x), J(x)(H + λI)⁻¹J(x)ᵀ),                (3)
@@ -38,6 +43,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from vnnlab.errors import bad_value
 from vnnlab.inference.base import NetworkSpec, PosthocData
 from vnnlab.inference.map import MAP
+from vnnlab.models.objectives import optimal_noise_variance
 from vnnlab.schema import Positive, PositiveInt
 
 SubsetOfWeights = Literal["last_layer", "all"]
@@ -92,9 +98,12 @@ class Laplace(MAP):
     # --- the fit ------------------------------------------------------------------------------
 
     def fit_posthoc(self, data: PosthocData) -> None:
-        sigma = 1.0 if data.noise_var is None else data.noise_var**0.5
-        laplace = self._new_laplace(data.likelihood, sigma)
         loader = DataLoader(TensorDataset(data.x, data.y), batch_size=data.batch_size)
+        if data.likelihood == "regression" and self.tune == "marglik":
+            sigma = residual_rms(self.net, data, loader)
+        else:
+            sigma = 1.0 if data.noise_var is None else data.noise_var**0.5
+        laplace = self._new_laplace(data.likelihood, sigma)
         training = self.net.training  # laplace-torch's fit leaves the network in eval mode
         with autograd_on():
             laplace.fit(loader)
@@ -169,6 +178,14 @@ class Laplace(MAP):
         """The Laplace object is rebuilt when first needed: load_model calls this before it
         loads the network's weights (a last-layer approximation copies them)."""
         self._state, self._laplace = dict(state), None
+
+
+def residual_rms(net: torch.nn.Module, data: PosthocData, loader: DataLoader) -> float:
+    """The σ that maximises the likelihood at the network's weights: √σ²*, σ²* the mean squared
+    residual per element over the posthoc rows (objectives.optimal_noise_variance)."""
+    with torch.no_grad():
+        fitted = torch.cat([net(x) for x, _ in loader])  # (N, q), in batches
+    return optimal_noise_variance(data.y, fitted).item() ** 0.5
 
 
 def tune_by_marglik(laplace: BaseLaplace, steps: int) -> None:
