@@ -11,7 +11,7 @@ from vnnlab import tags
 from vnnlab.commands import compare
 from vnnlab.errors import BadInputError
 from vnnlab.run.load import load_run
-from vnnlab.sweep.aggregate import Estimate, chosen_per_group, summarize
+from vnnlab.sweep.aggregate import Estimate, chosen_per_group, flat, summarize
 
 ROWS = [  # two splits × two learning rates; split "b" has no val/loss for lr 0.1 (a failed run)
     {"split": "a", "lr": 0.01, "val/loss": 2.0, "test/mse": 1.0},
@@ -39,6 +39,19 @@ def test_mean_and_standard_error_against_a_hand_computation():
     assert summary["test/mse"].mean == pytest.approx(mean)
     assert summary["test/mse"].se == pytest.approx(sd / math.sqrt(3))
     assert str(Estimate(6.333, 2.03, 3)) == "6.333 ± 2"
+
+
+def test_a_metric_one_method_lacks_is_two_empty_cells_of_the_same_columns():
+    """One row per method, the ELBO only BBB's: the CSV keeps one header for both rows."""
+    rows = [{"split": split, "inference": method, "test/nll": nll} | elbo
+            for split, nll in [("a", 1.0), ("b", 3.0)]
+            for method, elbo in [("map", {}), ("bbb", {"test/elbo": -nll})]]  # fmt: skip
+    summary = summarize(rows, "split", ["test/nll", "test/elbo"], by=["inference"])
+    map_row, bbb_row = sorted(flat(summary), key=lambda row: row["inference"] == "bbb")
+    assert list(map_row) == list(bbb_row)
+    assert "test/elbo" not in map_row
+    assert map_row["test/elbo mean"] is None and bbb_row["test/elbo mean"] == pytest.approx(-2.0)
+    assert bbb_row["test/nll se"] == pytest.approx(1.0)  # sd √2 over √2 splits
 
 
 def test_without_selection_each_setting_is_summarized_over_the_splits():

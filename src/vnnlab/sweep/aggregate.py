@@ -155,13 +155,17 @@ def _summary(
 
 
 def flat(summary: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Estimates as two columns each, `<metric> mean` and `<metric> se` (for CSV)."""
+    """Estimates as two columns each, `<metric> mean` and `<metric> se` (for CSV); a metric
+    that a row lacks (a method without an ELBO) is two empty cells of those columns."""
+    estimated = {key for row in summary for key, value in row.items()
+                 if isinstance(value, Estimate)}  # fmt: skip
     rows = []
     for row in summary:
         out: dict[str, Any] = {}
         for key, value in row.items():
-            if isinstance(value, Estimate):
-                out |= {f"{key} mean": value.mean, f"{key} se": value.se}
+            if key in estimated:
+                mean, se = (value.mean, value.se) if value is not None else (None, None)
+                out |= {f"{key} mean": mean, f"{key} se": se}
             else:
                 out[key] = value
         rows.append(out)
