@@ -5,7 +5,8 @@ and RMSE in the target's units, mean ± s.e. over the splits, coverage of the 95
 
     python experiments/uci_methods/table.py boston --tracking-uri sqlite:///mlflow.db
 
-`boston` picks the sweeps whose data.path ends in boston.csv and the published rows of boston.
+`boston` picks the sweeps whose data.path names boston.csv (or .parquet, ...) and the
+published rows of boston.
 """
 
 import argparse
@@ -31,8 +32,16 @@ def study_sweeps(client: MlflowClient, table: str) -> list[Run]:
     experiments = [e.experiment_id for e in client.search_experiments()]
     query = f"tags.`{tags.SWEEP_ROLE}` = '{tags.PARENT}' and attributes.status = 'FINISHED'"
     parents = client.search_runs(experiments, query, max_results=1000)
-    ours = [run for run in parents if f"/{table}.csv " in run.data.tags[tags.SWEEP_OVERRIDES]]
+    ours = [run for run in parents if table_of_sweep(run) == table]
     return sorted(ours, key=lambda run: run.info.start_time)
+
+
+def table_of_sweep(sweep: Run) -> str | None:
+    """The name of the file its data.path override names, without the suffix."""
+    for word in sweep.data.tags[tags.SWEEP_OVERRIDES].split():
+        if word.startswith("data.path="):
+            return Path(word.removeprefix("data.path=")).stem
+    return None
 
 
 def rows_of(client: MlflowClient, sweep: Run) -> list[str]:
@@ -45,7 +54,8 @@ def rows_of(client: MlflowClient, sweep: Run) -> list[str]:
             path = client.download_artifacts(sweep.info.run_id, SUMMARY_CSV, scratch)
         except (MlflowException, OSError):  # never summarised: vnnlab-compare was not run
             return []
-        summary = list(csv.DictReader(open(path, encoding="utf-8")))
+        with open(path, encoding="utf-8") as file:
+            summary = list(csv.DictReader(file))
     lines = []
     for row in summary:
         name = f"`{row.get('inference') or method}` {variant}".strip()
